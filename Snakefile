@@ -1,0 +1,38 @@
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: f"{workflow.basedir}/config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/fetch.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_group_targets("all"),
+
+
+for group_name in config["groups"]:
+
+    rule:
+        name:
+            group_name
+        input:
+            get_group_targets(group_name),
+
+
+rule report_unknown_target:
+    input:
+        get_unknown_target,
+    output:
+        "{name}",
+    wildcard_constraints:
+        name=r"[^/]+",
+
+
+onsuccess:
+    report_environment(log)

@@ -1,0 +1,113 @@
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.utils import validate
+
+# The workflow uses its own copy of the package, installed or not; the
+# download jobs get the same copy through PYTHONPATH.
+PACKAGE_ROOT = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, PACKAGE_ROOT)
+
+from mirage_reffiles import layout
+from mirage_reffiles.envfile import export_lines, mirage_environment, write_env_file
+from mirage_reffiles.table import (
+    TableError,
+    load_table,
+    mirage_group,
+    select,
+)
+from mirage_reffiles.transfer import as_url
+
+
+validate(config, schema="../config/schemas/config.schema.yaml")
+
+MIRAGE_DATA = Path(
+    config["mirage_data"] or os.environ.get("MIRAGE_DATA") or "mirage_data"
+).expanduser().absolute()
+BASE_URL = as_url(config["base_url"])
+if not BASE_URL.endswith("/"):
+    BASE_URL += "/"
+OPTIONS = {key: config[key] for key in ("skip_darks", "single_dark", "skip_cosmic_rays", "skip_psfs", "skip_soss")}
+
+with open(Path(workflow.basedir) / "config/schemas/reference_files.schema.yaml") as handle:
+    TABLE = load_table(
+        config["reference_table"] or Path(workflow.basedir) / "config/reference_files.csv",
+        schema=yaml.safe_load(handle),
+    )
+
+# Every target group, checked now so a bad name or value fails before any download.
+GROUPS = {"all": mirage_group(config["instrument"], config["dark_type"]), **config["groups"]}
+SELECTIONS = {name: select(TABLE, group, OPTIONS, name=f"group {name!r}") for name, group in GROUPS.items()}
+
+DARKS = TABLE[TABLE.archive == "gz"].set_index("destination", drop=False)
+TARBALLS = TABLE[TABLE.archive == "tar.gz"]
+
+
+wildcard_constraints:
+    dark="|".join(map(re.escape, DARKS.destination)),
+    tarball="|".join(map(re.escape, TARBALLS.file_id)),
+
+
+def is_tarball(row):
+    return row.archive == "tar.gz"
+
+
+def get_target(row):
+    """The file that stands for a row being done: the unpacked dark, or a tarball's record."""
+    if is_tarball(row):
+        return str(layout.record_path(MIRAGE_DATA, row.file_id))
+    return str(MIRAGE_DATA / row.destination)
+
+
+def get_group_targets(name):
+    return [get_target(row) for row in SELECTIONS[name].itertuples()]
+
+
+def get_row(wildcards):
+    if "dark" in wildcards.keys():
+        return DARKS.loc[wildcards.dark]
+    return TARBALLS.loc[wildcards.tarball]
+
+
+def get_fetch_args(wildcards):
+    """Command-line arguments of scripts/fetch_reffile.py for one row."""
+    row = get_row(wildcards)
+    args = [
+        "--url", BASE_URL + row.path,
+        "--mirage-data", str(MIRAGE_DATA),
+        "--file-id", row.file_id,
+        "--archive", row.archive,
+        "--retries", str(config["retries"]),
+        "--connect-timeout", str(config["connect_timeout"]),
+        "--read-timeout", str(config["read_timeout"]),
+    ]
+    if not is_tarball(row):
+        args += ["--destination", row.destination]
+    if row.size_exact == "true" and row.size_bytes:
+        args += ["--size", row.size_bytes]
+    if row.sha256:
+        args += ["--sha256", row.sha256]
+    if config["keep_archives"]:
+        args += ["--keep-archive", str(layout.kept_archive_path(MIRAGE_DATA, row.path))]
+    return shlex.join(args)
+
+
+def get_unknown_target(wildcards):
+    raise TableError(
+        f"unknown target {wildcards.name!r}; the target groups are: {', '.join(GROUPS)}"
+        " (add your own under 'groups' in config/config.yaml)"
+    )
+
+
+def report_environment(log):
+    """Write MIRAGE_DATA/mirage_env.sh and show the lines Mirage needs."""
+    environment = mirage_environment(MIRAGE_DATA, config["crds_path"], config["crds_server_url"])
+    path = write_env_file(MIRAGE_DATA, environment)
+    print(
+        f"\nReference files are in {MIRAGE_DATA}. Point Mirage at them with:\n\n"
+        f"{export_lines(environment)}\n(also written to {path}: `source {path}`)"
+    )

@@ -1,0 +1,74 @@
+"""Where things live under MIRAGE_DATA.
+
+Mirage reads the unpacked reference files from fixed places; this build keeps
+its own bookkeeping in one hidden folder beside them, so the tree stays what
+Mirage expects and the state of every download travels with it.
+
+This module is imported by the download jobs, which run with ``python -S``:
+it must need nothing beyond the standard library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+#: Bookkeeping folder under MIRAGE_DATA (records, partial downloads, logs).
+STATE_DIR = ".reffiles"
+
+#: Where ``keep_archives`` puts the downloaded ``.gz`` / ``.tar.gz`` files,
+#: mirroring the server's layout so the folder can serve as a local mirror.
+ARCHIVE_DIR = "archives"
+
+#: The file Mirage users source to point Mirage (and CRDS) at the tree.
+ENV_FILE = "mirage_env.sh"
+
+#: Leading path component of the members inside Mirage's tarballs.
+TARBALL_ROOT = "mirage_data"
+
+
+def record_path(mirage_data: str | Path, file_id: str) -> Path:
+    """The JSON record of a fetched file; for a tarball, its completion record."""
+    return Path(mirage_data) / STATE_DIR / "records" / f"{file_id}.json"
+
+
+def partial_download_path(mirage_data: str | Path, file_id: str, archive: str) -> Path:
+    """The compressed bytes received so far, kept so a later run can resume."""
+    return Path(mirage_data) / STATE_DIR / "downloads" / f"{file_id}.{archive}.part"
+
+
+def staging_dir(mirage_data: str | Path, file_id: str) -> Path:
+    """Where a tarball is unpacked before its members are moved into place."""
+    return Path(mirage_data) / STATE_DIR / "incoming" / file_id
+
+
+def log_path(mirage_data: str | Path, file_id: str) -> Path:
+    return Path(mirage_data) / STATE_DIR / "logs" / f"{file_id}.log"
+
+
+def kept_archive_path(mirage_data: str | Path, server_path: str) -> Path:
+    return Path(mirage_data) / ARCHIVE_DIR / server_path
+
+
+def temporary_path(final: Path) -> Path:
+    """A sibling of ``final`` that is renamed onto it once complete."""
+    return final.with_name(final.name + ".part")
+
+
+def tarball_member_destination(name: str) -> str | None:
+    """Path under MIRAGE_DATA for a tarball member name.
+
+    Mirage's tarballs hold ``mirage_data/<instrument>/...``; that leading
+    component is dropped so members land directly under MIRAGE_DATA.
+    Returns None for the ``mirage_data`` folder entry itself.
+
+    >>> tarball_member_destination("mirage_data/fgs/cosmic_ray_library/a.fits")
+    'fgs/cosmic_ray_library/a.fits'
+    >>> tarball_member_destination("niriss/ghosts/stamp.fits")
+    'niriss/ghosts/stamp.fits'
+    """
+    parts = PurePosixPath(name).parts
+    if parts and parts[0] == TARBALL_ROOT:
+        parts = parts[1:]
+    if not parts:
+        return None
+    return str(PurePosixPath(*parts))

@@ -1,0 +1,82 @@
+"""A synthetic copy of the reference-file server, for the demo, tests and benchmark.
+
+Every row of the table becomes a real file at its real relative path: a gzip
+of made-up bytes for a dark, a tar.gz whose members start with
+``mirage_data/<instrument>/...`` for a library. The bytes are derived from
+each row's ``file_id``, so two mirrors built from the same table are equal.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import random
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+
+from .layout import TARBALL_ROOT, tarball_member_destination
+
+#: Where each kind of tarball is believed to unpack (see shared facts: not
+#: verifiable offline), relative to MIRAGE_DATA.
+TARBALL_FOLDERS = {
+    "cosmic_ray_library": "{instrument}/cosmic_ray_library",
+    "psf_library": "{instrument}/gridded_psf_library",
+    "psf_wings": "{instrument}/gridded_psf_library/psf_wings",
+    "ghost_stamps": "{instrument}/ghosts",
+    "soss_psfs": "{instrument}/soss_psfs",
+    "distortion": "{instrument}/reference_files/distortion",
+}
+
+
+def synthetic_bytes(seed: str, size: int) -> bytes:
+    """``size`` bytes that compress about 2:1, the same for the same seed."""
+    rng = random.Random(seed)
+    noise = rng.randbytes(size // 2)
+    return bytes(b for pair in zip(noise, bytes(len(noise)), strict=True) for b in pair) + rng.randbytes(size % 2)
+
+
+def _gzip(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def _tarball(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        folders = sorted({str(Path(name).parent) for name in members})
+        for folder in [TARBALL_ROOT, *folders]:
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def build_mirror(root: Path, table: pd.DataFrame, size: int = 16_384) -> dict[str, dict[str, bytes]]:
+    """Write a mirror of ``table``'s rows under ``root``.
+
+    ``size`` is the unpacked size of each dark (tarball members are smaller).
+    Returns, for each ``file_id``, the files it should produce under
+    MIRAGE_DATA with their exact bytes.
+    """
+    expected: dict[str, dict[str, bytes]] = {}
+    for row in table.itertuples():
+        target = root / row.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if row.archive == "gz":
+            data = synthetic_bytes(row.file_id, size)
+            target.write_bytes(_gzip(data))
+            expected[row.file_id] = {row.destination: data}
+        else:
+            folder = TARBALL_FOLDERS[row.kind].format(instrument=row.instrument)
+            members = {
+                f"{TARBALL_ROOT}/{folder}/{row.file_id}_{n}.fits": synthetic_bytes(f"{row.file_id}/{n}", size // 4)
+                for n in range(3)
+            }
+            target.write_bytes(_tarball(members))
+            expected[row.file_id] = {tarball_member_destination(name): data for name, data in members.items()}
+    return expected

@@ -1,0 +1,178 @@
+"""A small HTTP server for a folder, on 127.0.0.1: Range requests, a request log,
+an optional per-connection rate cap, and faults injected on demand.
+
+The demo, the tests and the benchmark point the build at it as ``base_url``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+
+@dataclass
+class Fault:
+    """Misbehaviour for one path, used up one request at a time.
+
+    ``statuses`` are answered (one per request) before the file is served;
+    ``drop_after`` closes the connection after that many body bytes, once;
+    ``ignore_range`` serves the whole file whatever Range asks for;
+    ``stall`` sleeps that long mid-body, once; ``corrupt`` flips the byte at
+    that offset of every response.
+    """
+
+    statuses: list[int] = field(default_factory=list)
+    retry_after: int | None = None
+    drop_after: int | None = None
+    ignore_range: bool = False
+    stall: float | None = None
+    corrupt: int | None = None
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    range: str | None
+    status: int
+
+
+class MirrorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, root: Path, rate: float | None = None, latency: float = 0.0):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root = Path(root).resolve()
+        self.rate = rate
+        self.latency = latency
+        self.faults: dict[str, Fault] = {}
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def log_request_done(self, request: Request) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def requests_for(self, path: str) -> list[Request]:
+        return [r for r in self.requests if r.path == path]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: MirrorServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # quiet: the server keeps its own log
+        pass
+
+    def _start(self, status: int, headers: dict[str, str], length: int) -> None:
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(length), "Connection": "close"}.items():
+            self.send_header(name, value)
+        self.end_headers()
+
+    def _answer(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+        self._start(status, headers, len(body))
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_GET(self):
+        path = unquote(urlsplit(self.path).path).lstrip("/")
+        requested = self.headers.get("Range")
+        status = self._serve(path, requested)
+        self.server.log_request_done(Request(self.command, path, requested, status))
+        self.close_connection = True
+
+    def _serve(self, path: str, requested: str | None) -> int:
+        if self.server.latency:
+            time.sleep(self.server.latency)
+        fault = self.server.faults.get(path, Fault())
+        if fault.statuses:
+            status = fault.statuses.pop(0)
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+            self._answer(status, headers, f"{status} injected\n".encode())
+            return status
+        file = (self.server.root / path).resolve()
+        if not file.is_relative_to(self.server.root) or not file.is_file():
+            self._answer(HTTPStatus.NOT_FOUND, {}, b"not found\n")
+            return HTTPStatus.NOT_FOUND
+        size = file.stat().st_size
+        start, end = 0, size - 1
+        status = HTTPStatus.OK
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", requested or "")
+        if match and not fault.ignore_range:
+            start = int(match.group(1))
+            end = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
+            if start >= size:
+                self._answer(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, {"Content-Range": f"bytes */{size}"})
+                return HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE
+            status = HTTPStatus.PARTIAL_CONTENT
+        headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+        if status == HTTPStatus.PARTIAL_CONTENT:
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        length = end - start + 1
+        self._start(status, headers, length)
+        if self.command == "HEAD":
+            return status
+        self._send_body(file, start, length, fault)
+        return status
+
+    def _send_body(self, file: Path, start: int, length: int, fault: Fault) -> None:
+        chunk_size = 64 * 1024
+        sent = 0
+        began = time.monotonic()
+        with open(file, "rb") as handle:
+            handle.seek(start)
+            while sent < length:
+                chunk = bytearray(handle.read(min(chunk_size, length - sent)))
+                if fault.corrupt is not None and start + sent <= fault.corrupt < start + sent + len(chunk):
+                    chunk[fault.corrupt - start - sent] ^= 0xFF
+                if fault.drop_after is not None and sent + len(chunk) > fault.drop_after:
+                    self.wfile.write(chunk[: fault.drop_after - sent])
+                    self.wfile.flush()
+                    fault.drop_after = None
+                    return  # the connection closes short of Content-Length
+                if fault.stall is not None and sent:
+                    time.sleep(fault.stall)
+                    fault.stall = None
+                try:
+                    self.wfile.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                sent += len(chunk)
+                if self.server.rate:
+                    ahead = sent / self.server.rate - (time.monotonic() - began)
+                    if ahead > 0:
+                        time.sleep(ahead)
+
+
+@contextmanager
+def serve(root: Path, rate: float | None = None, latency: float = 0.0) -> Iterator[MirrorServer]:
+    """Serve ``root`` on 127.0.0.1 (a free port) for the duration of the block.
+
+    ``rate`` caps each connection's bytes per second; ``latency`` delays each answer.
+    """
+    server = MirrorServer(root, rate=rate, latency=latency)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,271 @@
+"""Resumable, verified byte transfer from a URL into a partial file.
+
+The download jobs run this under ``python -S`` (see ``rules/fetch.smk``):
+start-up time is the dominant cost for small files, so the module uses the
+standard library only (``urllib.request`` follows redirects, honours the usual
+proxy variables and speaks ``file://``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+CHUNK_SIZE = 1 << 20
+USER_AGENT = "mirage-reffiles"
+#: Statuses worth another try: the server is busy or failing for now.
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class FetchError(Exception):
+    """A download that cannot succeed as it stands; the message says why."""
+
+
+class TransientError(FetchError):
+    """A failure worth retrying (dropped connection, timeout, 5xx, 429)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Sink(Protocol):
+    """Receives every byte of the download, in order, exactly once per attempt."""
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def reset(self) -> None:
+        """Forget everything written (the server sent the file from the start)."""
+
+
+@dataclass
+class RetryPolicy:
+    """How often and how patiently to try again.
+
+    The wait before try ``n`` is ``backoff * 2 ** (n - 1)`` seconds, capped at
+    ``max_backoff``; a server's Retry-After wins when it asks for longer.
+    """
+
+    retries: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    connect_timeout: float = 30.0
+    read_timeout: float = 60.0
+
+    def wait(self, attempt: int, retry_after: float | None) -> float:
+        delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_backoff))
+        return delay
+
+
+@dataclass
+class Expected:
+    """What the table knows of a file: checked before it takes its final name."""
+
+    size: int | None = None
+    sha256: str | None = None
+
+
+@dataclass
+class Progress:
+    """Writes bytes, rate and time left to a stream at a fixed interval."""
+
+    label: str
+    total: int | None = None
+    interval: float = 10.0
+    stream: BinaryIO | None = None
+    started: float = field(default_factory=time.monotonic)
+    _last: float = 0.0
+
+    def _say(self, text: str) -> None:
+        print(f"{self.label}: {text}", file=self.stream or sys.stderr, flush=True)
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        rate = done / max(now - self.started, 1e-9)
+        text = f"{done / 1e6:.1f} MB"
+        if self.total:
+            left = (self.total - done) / rate if rate > 0 else float("inf")
+            text += f" of {self.total / 1e6:.1f} MB, {rate / 1e6:.2f} MB/s, {left:.0f} s left"
+        else:
+            text += f", {rate / 1e6:.2f} MB/s"
+        self._say(text)
+
+    def finish(self, done: int) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        self._say(f"done, {done} bytes in {elapsed:.1f} s ({done / elapsed / 1e6:.2f} MB/s)")
+
+
+def as_url(location: str) -> str:
+    """Turn a plain local folder or file path into a ``file://`` URL."""
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", location):
+        return location
+    return Path(location).resolve().as_uri()
+
+
+def _content_range(value: str | None) -> tuple[int, int | None]:
+    match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", (value or "").strip())
+    if not match:
+        raise TransientError(f"unreadable Content-Range {value!r}")
+    total = None if match.group(2) == "*" else int(match.group(2))
+    return int(match.group(1)), total
+
+
+def _retry_after(headers) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+def open_from(url: str, offset: int, policy: RetryPolicy):
+    """Open ``url`` at byte ``offset``.
+
+    Returns ``(response, start, total)``: ``start`` is where the bytes that
+    follow begin (0 when the server ignored the Range request) and ``total``
+    the full length when the server said it; ``response`` is None when the
+    file is already complete (a 416 answer to a request past its end).
+    """
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=policy.connect_timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:
+            # Asked for bytes past the end: complete if the length is ours.
+            match = re.fullmatch(r"bytes \*/(\d+)", error.headers.get("Content-Range", ""))
+            if match and int(match.group(1)) == offset:
+                return None, offset, offset
+            return open_from(url, 0, policy)
+        message = f"{url} answered HTTP {error.code} {error.reason}"
+        if error.code in TRANSIENT_STATUSES:
+            raise TransientError(message, _retry_after(error.headers)) from None
+        raise FetchError(message) from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, FileNotFoundError):
+            raise FetchError(f"{url} does not exist") from None
+        raise TransientError(f"cannot reach {url}: {reason}") from None
+    # The connect timeout governs the handshake; reads get their own limit.
+    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+    if sock is not None:
+        sock.settimeout(policy.read_timeout)
+    status = getattr(response, "status", None)
+    if status == 206:
+        start, total = _content_range(response.headers.get("Content-Range"))
+        return response, start, total
+    length = response.headers.get("Content-Length")
+    total = int(length) if length is not None and length.isdigit() else None
+    if status is None:  # file:// ignores Range: skip ahead ourselves
+        response.seek(offset)
+        return response, offset, total
+    return response, 0, total
+
+
+def download(
+    url: str,
+    partial: Path,
+    sink: Sink,
+    *,
+    expected: Expected | None = None,
+    policy: RetryPolicy | None = None,
+    progress: Progress | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[int, str]:
+    """Stream ``url`` into ``partial``, passing every byte to ``sink``.
+
+    Bytes already in ``partial`` (from an earlier, interrupted run) are fed to
+    ``sink`` first and only the rest is requested, with an HTTP Range request.
+    A dropped connection, a timeout or a busy server is retried with backoff,
+    resuming where the bytes stopped. Returns ``(size, sha256)`` once the byte
+    count matches what the server announced and what ``expected`` says.
+
+    On a failed check the partial file is deleted (its bytes are wrong) and
+    :class:`FetchError` says which check failed; on running out of retries it
+    is kept so the next run resumes.
+    """
+    expected = expected or Expected()
+    policy = policy or RetryPolicy()
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    done = 0
+    with open(partial, "a+b") as out:
+        out.seek(0)
+        while chunk := out.read(CHUNK_SIZE):
+            digest.update(chunk)
+            sink.write(chunk)
+            done += len(chunk)
+        attempt = 0
+        total = None
+        while True:
+            try:
+                response, start, total = open_from(url, done, policy)
+                if response is None:
+                    break
+                with response:
+                    if start != done:
+                        print(f"{url}: server ignored the range request; starting over", file=sys.stderr)
+                        out.truncate(0)
+                        sink.reset()
+                        digest, done = hashlib.sha256(), 0
+                    if progress is not None:
+                        progress.total = total
+                    while chunk := response.read(CHUNK_SIZE):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        sink.write(chunk)
+                        done += len(chunk)
+                        if progress is not None:
+                            progress.update(done)
+                if total is not None and done < total:
+                    raise TransientError(f"connection closed after {done} of {total} bytes")
+                break
+            except (TransientError, OSError) as error:
+                out.flush()
+                attempt += 1
+                if attempt > policy.retries:
+                    raise FetchError(f"{url}: gave up after {policy.retries} retries: {error}") from None
+                delay = policy.wait(attempt, getattr(error, "retry_after", None))
+                print(f"{url}: {error}; retry {attempt} of {policy.retries} in {delay:.1f} s", file=sys.stderr)
+                sleep(delay)
+        out.flush()
+        os.fsync(out.fileno())
+    problem = None
+    if total is not None and done != total:
+        problem = f"received {done} bytes but the server announced {total}"
+    elif expected.size is not None and done != expected.size:
+        problem = f"size check failed: received {done} bytes, the table says {expected.size}"
+    elif expected.sha256 and digest.hexdigest() != expected.sha256.lower():
+        problem = f"sha256 check failed: got {digest.hexdigest()}, the table says {expected.sha256}"
+    if problem:
+        partial.unlink(missing_ok=True)
+        raise FetchError(f"{url}: {problem}; the bad bytes were discarded")
+    if progress is not None:
+        progress.finish(done)
+    return done, digest.hexdigest()
+
+
+class NullSink:
+    """Keeps nothing: the bytes only go to the partial file."""
+
+    def write(self, chunk: bytes) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass

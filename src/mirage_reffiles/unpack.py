@@ -1,0 +1,129 @@
+"""Unpacking: gunzip while the bytes arrive, and tarballs extracted safely.
+
+Standard library only: the download jobs import this under ``python -S``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import zlib
+from pathlib import Path
+
+from .layout import tarball_member_destination
+from .transfer import FetchError
+
+GZIP_WBITS = 16 + zlib.MAX_WBITS
+#: Most output one call to the decompressor may produce, to bound memory
+#: however well the data compresses.
+MAX_INFLATE = 8 << 20
+
+
+class UnpackError(FetchError):
+    """The archive is corrupt or unsafe; the message names the problem."""
+
+
+class GunzipSink:
+    """Decompresses gzip bytes as they arrive into ``path``.
+
+    zlib checks each member's CRC-32 and length trailer as it reaches it; a
+    stream that stops before its trailer is caught by :meth:`close`.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._out = open(path, "wb")  # noqa: SIM115 (open for the life of the download)
+        self._inflater = zlib.decompressobj(GZIP_WBITS)
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        data = chunk
+        try:
+            while data:
+                if self._inflater.eof:  # a further gzip member follows
+                    self._inflater = zlib.decompressobj(GZIP_WBITS)
+                out = self._inflater.decompress(data, MAX_INFLATE)
+                self._out.write(out)
+                self.size += len(out)
+                data = self._inflater.unconsumed_tail or self._inflater.unused_data
+        except zlib.error as error:
+            raise UnpackError(f"corrupt gzip data ({error})") from None
+
+    def reset(self) -> None:
+        self._out.seek(0)
+        self._out.truncate()
+        self._inflater = zlib.decompressobj(GZIP_WBITS)
+        self.size = 0
+
+    def close(self) -> None:
+        """Finish the file; raise :class:`UnpackError` if the stream was cut short."""
+        try:
+            if not self._inflater.eof:
+                raise UnpackError("truncated gzip data (no end-of-stream trailer)")
+            self._out.flush()
+            os.fsync(self._out.fileno())
+        finally:
+            self._out.close()
+
+    def discard(self) -> None:
+        self._out.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _member_filter(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo | None:
+    """Drop the leading ``mirage_data/`` and refuse anything unsafe.
+
+    Python's ``data`` filter refuses absolute paths, ``..``, links that point
+    outside the destination, devices and fifos.
+    """
+    name = tarball_member_destination(member.name)
+    if name is None:
+        return None
+    changes = {"name": name}
+    if member.islnk():  # hard links name another member
+        changes["linkname"] = tarball_member_destination(member.linkname) or member.linkname
+    try:
+        return tarfile.data_filter(member.replace(**changes, deep=False), dest_path)
+    except tarfile.FilterError as error:
+        raise UnpackError(f"unsafe member {member.name!r} refused: {error}") from None
+
+
+def extract_tarball(archive: Path, staging: Path) -> list[tuple[str, int]]:
+    """Extract ``archive`` into the empty folder ``staging``.
+
+    Returns the ``(relative path, size)`` of each regular file extracted.
+    Refuses the whole archive when any member is unsafe, and reports a
+    corrupt or truncated archive as :class:`UnpackError`.
+    """
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()
+            for member in members:  # check everything before writing anything
+                _member_filter(member, str(staging))
+            tar.extractall(staging, members=members, filter=_member_filter)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        raise UnpackError(f"corrupt or truncated tarball ({error})") from None
+    return [
+        (path.relative_to(staging).as_posix(), path.stat().st_size)
+        for path in sorted(staging.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    ]
+
+
+def move_into_place(staging: Path, root: Path) -> None:
+    """Move every file under ``staging`` to the same relative place under ``root``.
+
+    Each move is a rename within one filesystem, so each file appears whole.
+    """
+    for path in sorted(staging.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        target = root / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    shutil.rmtree(staging)
