@@ -22,26 +22,45 @@ from mirage_reffiles.table import (
 )
 from mirage_reffiles.transfer import as_url
 
-
 validate(config, schema="../config/schemas/config.schema.yaml")
 
-MIRAGE_DATA = Path(
-    config["mirage_data"] or os.environ.get("MIRAGE_DATA") or "mirage_data"
-).expanduser().absolute()
+MIRAGE_DATA = (
+    Path(config["mirage_data"] or os.environ.get("MIRAGE_DATA") or "mirage_data")
+    .expanduser()
+    .absolute()
+)
 BASE_URL = as_url(config["base_url"])
 if not BASE_URL.endswith("/"):
     BASE_URL += "/"
-OPTIONS = {key: config[key] for key in ("skip_darks", "single_dark", "skip_cosmic_rays", "skip_psfs", "skip_soss")}
+OPTIONS = {
+    key: config[key]
+    for key in (
+        "skip_darks",
+        "single_dark",
+        "skip_cosmic_rays",
+        "skip_psfs",
+        "skip_soss",
+    )
+}
 
-with open(Path(workflow.basedir) / "config/schemas/reference_files.schema.yaml") as handle:
+with open(
+    Path(workflow.basedir) / "config/schemas/reference_files.schema.yaml"
+) as handle:
     TABLE = load_table(
-        config["reference_table"] or Path(workflow.basedir) / "config/reference_files.csv",
+        config["reference_table"]
+        or Path(workflow.basedir) / "config/reference_files.csv",
         schema=yaml.safe_load(handle),
     )
 
 # Every target group, checked now so a bad name or value fails before any download.
-GROUPS = {"all": mirage_group(config["instrument"], config["dark_type"]), **config["groups"]}
-SELECTIONS = {name: select(TABLE, group, OPTIONS, name=f"group {name!r}") for name, group in GROUPS.items()}
+GROUPS = {
+    "all": mirage_group(config["instrument"], config["dark_type"]),
+    **config["groups"],
+}
+SELECTIONS = {
+    name: select(TABLE, group, OPTIONS, name=f"group {name!r}")
+    for name, group in GROUPS.items()
+}
 
 DARKS = TABLE[TABLE.archive == "gz"].set_index("destination", drop=False)
 TARBALLS = TABLE[TABLE.archive == "tar.gz"]
@@ -77,13 +96,20 @@ def get_fetch_args(wildcards):
     """Command-line arguments of scripts/fetch_reffile.py for one row."""
     row = get_row(wildcards)
     args = [
-        "--url", BASE_URL + row.path,
-        "--mirage-data", str(MIRAGE_DATA),
-        "--file-id", row.file_id,
-        "--archive", row.archive,
-        "--retries", str(config["retries"]),
-        "--connect-timeout", str(config["connect_timeout"]),
-        "--read-timeout", str(config["read_timeout"]),
+        "--url",
+        BASE_URL + row.path,
+        "--mirage-data",
+        str(MIRAGE_DATA),
+        "--file-id",
+        row.file_id,
+        "--archive",
+        row.archive,
+        "--retries",
+        str(config["retries"]),
+        "--connect-timeout",
+        str(config["connect_timeout"]),
+        "--read-timeout",
+        str(config["read_timeout"]),
     ]
     if not is_tarball(row):
         args += ["--destination", row.destination]
@@ -105,7 +131,9 @@ def get_unknown_target(wildcards):
 
 def report_environment(log):
     """Write MIRAGE_DATA/mirage_env.sh and show the lines Mirage needs."""
-    environment = mirage_environment(MIRAGE_DATA, config["crds_path"], config["crds_server_url"])
+    environment = mirage_environment(
+        MIRAGE_DATA, config["crds_path"], config["crds_server_url"]
+    )
     path = write_env_file(MIRAGE_DATA, environment)
     print(
         f"\nReference files are in {MIRAGE_DATA}. Point Mirage at them with:\n\n"

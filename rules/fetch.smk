@@ -1,8 +1,16 @@
+from snakemake.settings.types import DeploymentMethod
+
 # Download jobs run the standard-library-only fetch code under `python -S`:
 # skipping site-packages saves tens of milliseconds per job, which is most of
-# the cost when the files are small.
+# the cost when the files are small. With --use-conda the job's environment
+# provides python; otherwise it is the one running Snakemake.
+PYTHON = (
+    "python"
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    else shlex.quote(sys.executable)
+)
 FETCH = (
-    f"PYTHONPATH={shlex.quote(PACKAGE_ROOT)} {shlex.quote(sys.executable)} -S "
+    f"PYTHONPATH={shlex.quote(PACKAGE_ROOT)} {PYTHON} -S "
     f"{shlex.quote(str(Path(workflow.basedir) / 'scripts/fetch_reffile.py'))}"
 )
 
@@ -12,12 +20,14 @@ rule fetch_dark:
         fits=f"{MIRAGE_DATA}/{{dark}}",
     log:
         f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/{{dark}}.log",
-    params:
-        args=get_fetch_args,
+    conda:
+        "envs/fetch.yaml"
     resources:
         downloads=1,
+    params:
+        args=get_fetch_args,
     shell:
-        FETCH + " {params.args} 2> {log:q}"
+        f"{FETCH} {{params.args}} 2> {{log:q}}"
 
 
 rule extract_tarball:
@@ -25,9 +35,11 @@ rule extract_tarball:
         record=f"{MIRAGE_DATA}/{layout.STATE_DIR}/records/{{tarball}}.json",
     log:
         f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/{{tarball}}.log",
-    params:
-        args=get_fetch_args,
+    conda:
+        "envs/fetch.yaml"
     resources:
         downloads=1,
+    params:
+        args=get_fetch_args,
     shell:
-        FETCH + " {params.args} 2> {log:q}"
+        f"{FETCH} {{params.args}} 2> {{log:q}}"

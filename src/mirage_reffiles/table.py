@@ -38,7 +38,7 @@ def validate_rows(table: pd.DataFrame, schema: Mapping, source: str = "table") -
     """Check each row against ``schema``; raise :class:`TableError` on the first bad one."""
     import jsonschema
 
-    validator = jsonschema.Draft7Validator(schema)
+    validator = jsonschema.validators.validator_for(schema)(schema)
     missing = [name for name in schema.get("required", ()) if name not in table.columns]
     if missing:
         raise TableError(f"{source}: missing column(s) {', '.join(missing)}")

@@ -9,6 +9,7 @@ proxy variables and speaks ``file://``).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import sys
@@ -203,49 +204,15 @@ def download(
     expected = expected or Expected()
     policy = policy or RetryPolicy()
     partial.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    done = 0
-    with open(partial, "a+b") as out:
-        out.seek(0)
-        while chunk := out.read(CHUNK_SIZE):
-            digest.update(chunk)
-            sink.write(chunk)
-            done += len(chunk)
-        attempt = 0
-        total = None
-        while True:
-            try:
-                response, start, total = open_from(url, done, policy)
-                if response is None:
-                    break
-                with response:
-                    if start != done:
-                        print(f"{url}: server ignored the range request; starting over", file=sys.stderr)
-                        out.truncate(0)
-                        sink.reset()
-                        digest, done = hashlib.sha256(), 0
-                    if progress is not None:
-                        progress.total = total
-                    while chunk := response.read(CHUNK_SIZE):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        sink.write(chunk)
-                        done += len(chunk)
-                        if progress is not None:
-                            progress.update(done)
-                if total is not None and done < total:
-                    raise TransientError(f"connection closed after {done} of {total} bytes")
-                break
-            except (TransientError, OSError) as error:
-                out.flush()
-                attempt += 1
-                if attempt > policy.retries:
-                    raise FetchError(f"{url}: gave up after {policy.retries} retries: {error}") from None
-                delay = policy.wait(attempt, getattr(error, "retry_after", None))
-                print(f"{url}: {error}; retry {attempt} of {policy.retries} in {delay:.1f} s", file=sys.stderr)
-                sleep(delay)
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        with open(partial, "a+b") as out:
+            done, total, digest = _receive(url, out, sink, policy, progress, sleep)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        if partial.exists() and partial.stat().st_size == 0:
+            partial.unlink()
+        raise
     problem = None
     if total is not None and done != total:
         problem = f"received {done} bytes but the server announced {total}"
@@ -259,6 +226,59 @@ def download(
     if progress is not None:
         progress.finish(done)
     return done, digest.hexdigest()
+
+
+def _receive(url, out, sink, policy, progress, sleep):
+    """Replay ``out``'s bytes into ``sink``, then append the rest from ``url``."""
+    digest = hashlib.sha256()
+    done = 0
+    out.seek(0)
+    while chunk := out.read(CHUNK_SIZE):
+        digest.update(chunk)
+        sink.write(chunk)
+        done += len(chunk)
+    attempt = 0
+    while True:
+        try:
+            response, start, total = open_from(url, done, policy)
+            if response is None:
+                return done, total, digest
+            with response:
+                if start != done:
+                    print(f"{url}: server ignored the range request; starting over", file=sys.stderr)
+                    out.truncate(0)
+                    sink.reset()
+                    digest, done = hashlib.sha256(), 0
+                if progress is not None:
+                    progress.total = total
+                while chunk := _read(response):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    sink.write(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress.update(done)
+            if total is not None and done < total:
+                raise TransientError(f"connection closed after {done} of {total} bytes")
+            return done, total, digest
+        except TransientError as error:
+            out.flush()
+            attempt += 1
+            if attempt > policy.retries:
+                raise FetchError(f"{url}: gave up after {policy.retries} retries: {error}") from None
+            delay = policy.wait(attempt, error.retry_after)
+            print(f"{url}: {error}; retry {attempt} of {policy.retries} in {delay:.1f} s", file=sys.stderr)
+            sleep(delay)
+
+
+def _read(response) -> bytes:
+    """The next chunk of the body; a network fault becomes :class:`TransientError`."""
+    try:
+        return response.read(CHUNK_SIZE)
+    except TimeoutError:
+        raise TransientError("read timed out (no bytes for too long)") from None
+    except (ConnectionError, http.client.HTTPException) as error:
+        raise TransientError(f"connection broke: {error!r}") from None
 
 
 class NullSink:

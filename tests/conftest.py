@@ -1,0 +1,89 @@
+"""Shared fixtures: the table, a synthetic mirror, a real HTTP server on
+127.0.0.1 serving it, and a runner for the real `snakemake` command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mirage_reffiles.mirror import build_mirror
+from mirage_reffiles.server import serve
+from mirage_reffiles.table import load_table
+
+REPO = Path(__file__).resolve().parents[1]
+TABLE_CSV = REPO / "config" / "reference_files.csv"
+
+
+@pytest.fixture(scope="session")
+def table():
+    with open(REPO / "config/schemas/reference_files.schema.yaml") as handle:
+        return load_table(TABLE_CSV, schema=yaml.safe_load(handle))
+
+
+@pytest.fixture(scope="session")
+def config():
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def mirror(tmp_path_factory, table):
+    """(root folder, {file_id: {path under MIRAGE_DATA: bytes}}) for every row."""
+    root = tmp_path_factory.mktemp("mirror")
+    return root, build_mirror(root, table)
+
+
+@pytest.fixture
+def server(mirror):
+    with serve(mirror[0]) as running:
+        yield running
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.delenv("MIRAGE_DATA", raising=False)
+    return tmp_path
+
+
+class Snakemake:
+    """Runs the workflow's real command line in a scratch working directory."""
+
+    def __init__(self, workdir: Path, base_url: str):
+        self.workdir = workdir
+        self.mirage_data = workdir / "mirage_data"
+        self.base_url = base_url
+
+    def __call__(self, *args: str, config: dict | None = None, check: bool = True, timeout: float = 300):
+        settings = {"base_url": self.base_url, "mirage_data": str(self.mirage_data), **(config or {})}
+        command = [
+            sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "4", *args,
+            "--config", *(f"{key}={value}" for key, value in settings.items()),
+        ]  # fmt: skip
+        result = subprocess.run(command, cwd=self.workdir, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stderr[-4000:]}")
+        return result
+
+
+@pytest.fixture
+def snakemake(workdir, server):
+    return Snakemake(workdir, server.url)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every regular file under ``root`` (outside the bookkeeping folder) with its bytes."""
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in root.rglob("*")
+        if path.is_file() and ".reffiles" not in path.relative_to(root).parts
+    }
+
+
+def expected_tree(mirror_files: dict, rows) -> dict[str, bytes]:
+    files = {}
+    for row in rows.itertuples():
+        files.update(mirror_files[row.file_id])
+    return files

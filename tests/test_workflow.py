@@ -1,0 +1,150 @@
+"""The real `snakemake` command line against a real HTTP server on 127.0.0.1."""
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, TABLE_CSV, Snakemake, expected_tree, tree
+
+from mirage_reffiles.server import Fault
+from mirage_reffiles.table import select
+
+
+def group_rows(table, config, name, **flags):
+    return select(table, config["groups"][name], flags)
+
+
+def leftovers(mirage_data):
+    """Anything partial, staged or archived that should not outlive a build."""
+    return sorted(
+        str(path.relative_to(mirage_data))
+        for path in mirage_data.rglob("*")
+        if (path.is_file() and (path.suffix == ".part" or path.name.endswith((".gz", ".tar.gz"))))
+        or (("incoming" in path.parts or "downloads" in path.parts) and path.is_file())
+    )
+
+
+def test_nircam_linearized_builds_mirages_layout(snakemake, server, mirror, table, config):
+    result = snakemake("nircam_linearized")
+    rows = group_rows(table, config, "nircam_linearized")
+    assert len(rows[rows.kind == "dark"]) == 50
+    built = tree(snakemake.mirage_data)
+    assert built.pop("mirage_env.sh").startswith(b"# Source this file")
+    assert built == expected_tree(mirror[1], rows)
+    for detector in ("A1", "A5", "B5"):
+        assert len(list((snakemake.mirage_data / "nircam/darks/linearized" / detector).glob("*.fits"))) == 5
+    assert leftovers(snakemake.mirage_data) == []
+    assert f"export MIRAGE_DATA={snakemake.mirage_data}" in result.stdout
+    assert len(server.requests) == len(rows)
+
+    # A second run, even with other settings, sends nothing.
+    server.requests.clear()
+    snakemake("nircam_linearized", config={"retries": 2, "read_timeout": 5})
+    assert server.requests == []
+
+    # A deleted file, and only it, is fetched again.
+    dark = rows[rows.kind == "dark"].iloc[7]
+    (snakemake.mirage_data / dark.destination).unlink()
+    snakemake("nircam_linearized")
+    assert [request.path for request in server.requests] == [dark.path]
+    assert tree(snakemake.mirage_data) == built | {
+        "mirage_env.sh": (snakemake.mirage_data / "mirage_env.sh").read_bytes()
+    }
+
+
+def test_single_dark_and_keep_archives(snakemake, server, mirror, table, config):
+    snakemake("fgs_both", config={"single_dark": True, "keep_archives": True})
+    rows = group_rows(table, config, "fgs_both", single_dark=True)
+    assert sorted(rows[rows.kind == "dark"].file_id) == [
+        "fgs_linearized_guider1_1", "fgs_linearized_guider2_1", "fgs_raw_guider1_1", "fgs_raw_guider2_1",
+    ]  # fmt: skip
+    built = tree(snakemake.mirage_data)
+    archives = {path: data for path, data in built.items() if path.startswith("archives/")}
+    assert archives == {f"archives/{row.path}": (mirror[0] / row.path).read_bytes() for row in rows.itertuples()}
+    unpacked = {path: data for path, data in built.items() if not path.startswith("archives/")}
+    unpacked.pop("mirage_env.sh")
+    assert unpacked == expected_tree(mirror[1], rows)
+
+
+def test_default_target_is_mirages_default_call(snakemake, server, table):
+    # download_reffiles(dir) with Mirage's keywords as set in config: here, NIRISS only, no darks.
+    snakemake(config={"instrument": "niriss", "skip_darks": True})
+    assert sorted(request.path for request in server.requests) == sorted(
+        table[(table.instrument == "niriss") & (table.kind != "dark")].path
+    )
+
+
+@pytest.mark.parametrize("local", ["file_url", "folder"])
+def test_a_local_copy_serves_as_base_url(workdir, mirror, table, local):
+    base = mirror[0].as_uri() if local == "file_url" else str(mirror[0])
+    run = Snakemake(workdir, base)
+    run("fgs_raw", config={"skip_darks": True})
+    rows = table[(table.instrument == "fgs") & (table.kind != "dark")]
+    assert tree(run.mirage_data) == expected_tree(mirror[1], rows) | {
+        "mirage_env.sh": (run.mirage_data / "mirage_env.sh").read_bytes()
+    }
+
+
+@pytest.mark.parametrize(
+    ("target", "config", "words"),
+    [
+        ("nircam_cooked", {}, ["unknown target 'nircam_cooked'", "nircam_linearized", "fgs_both"]),
+        ("all", {"instrument": "nircam,miri"}, ["unknown instrument 'miri'", "nircam, niriss, fgs"]),
+        ("all", {"dark_type": "cooked"}, ["dark_type", "'cooked' is not one of ['linearized', 'raw', 'both']"]),
+        ("all", {"single_darks": True}, ["single_darks", "unexpected"]),
+        ("all", {"retries": -1}, ["retries", "-1 is less than the minimum of 0"]),
+    ],
+)
+def test_bad_input_fails_before_any_download(snakemake, server, target, config, words):
+    result = snakemake(target, config=config, check=False)
+    assert result.returncode != 0
+    for word in words:
+        assert word in result.stderr
+    assert server.requests == []
+    assert not snakemake.mirage_data.exists()
+
+
+def test_bad_table_row_is_named(snakemake, server, workdir):
+    lines = TABLE_CSV.read_text().splitlines()
+    index = next(n for n, line in enumerate(lines) if ",niriss," in line and n > 3)
+    lines[index] = lines[index].replace(",niriss,", ",nirspec,", 1)
+    bad = workdir / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    result = snakemake("all", config={"reference_table": str(bad)}, check=False)
+    assert result.returncode != 0
+    message = f"line {index + 1}, column instrument: bad value 'nirspec'; allowed: 'nircam', 'niriss', 'fgs'"
+    assert message in result.stderr
+    assert server.requests == []
+
+
+def test_missing_file_fails_and_the_rest_completes(snakemake, server, table, config):
+    rows = group_rows(table, config, "fgs_raw")
+    gone = rows[rows.kind == "dark"].iloc[2]
+    server.faults[gone.path] = Fault(statuses=[404])
+    result = snakemake("fgs_raw", "--keep-going", check=False)
+    assert result.returncode != 0
+    log = (snakemake.mirage_data / ".reffiles/logs" / f"{gone.destination}.log").read_text()
+    assert f"{gone.file_id}: " in log and "HTTP 404" in log and gone.path in log
+    present = tree(snakemake.mirage_data)
+    assert gone.destination not in present
+    assert len([p for p in present if p.startswith("fgs/darks/raw/")]) == len(rows[rows.kind == "dark"]) - 1
+    assert leftovers(snakemake.mirage_data) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "snakemake", "--lint", "--config", "mirage_data=/nonexistent"],
+        ["snakefmt", "--check", "."],
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+    ],
+    ids=["snakemake-lint", "snakefmt", "ruff", "ruff-format"],
+)
+def test_code_is_clean(command):
+    if shutil.which(command[0]) is None:
+        pytest.fail(f"{command[0]} is not installed (pip install -e '.[dev]')")
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
