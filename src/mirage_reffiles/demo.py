@@ -1,0 +1,60 @@
+"""Offline demo: the real build, against a synthetic mirror served on 127.0.0.1.
+
+    python -m mirage_reffiles.demo [GROUP] [--dir demo] [--cores 8]
+
+Builds a mirror of every file in the table (small made-up files at the real
+paths), serves it over HTTP on 127.0.0.1, runs ``snakemake --cores N GROUP``
+against it, then runs it again to show that a complete tree costs no request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from .mirror import build_mirror
+from .server import serve
+from .table import load_table
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_build(group: str, mirage_data: Path, base_url: str, cores: int, workdir: Path) -> None:
+    command = [
+        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", str(cores), group,
+        "--config", f"base_url={base_url}", f"mirage_data={mirage_data}",
+    ]  # fmt: skip
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, cwd=workdir, check=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("group", nargs="?", default="nircam_linearized", help="target group (default: %(default)s)")
+    parser.add_argument("--dir", type=Path, default=Path("demo"), help="scratch folder (default: %(default)s)")
+    parser.add_argument("--cores", type=int, default=8)
+    args = parser.parse_args(argv)
+    folder = args.dir.resolve()
+    mirror = folder / "mirror"
+    if not mirror.exists():
+        print(f"Building a synthetic mirror in {mirror} ...", flush=True)
+        build_mirror(mirror, load_table(REPO / "config" / "reference_files.csv"))
+    mirage_data = folder / "mirage_data"
+    with serve(mirror) as server:
+        print(f"Serving it at {server.url}", flush=True)
+        run_build(args.group, mirage_data, server.url, args.cores, folder)
+        first = len(server.requests)
+        run_build(args.group, mirage_data, server.url, args.cores, folder)
+        again = len(server.requests) - first
+    files = [path for path in mirage_data.rglob("*") if path.is_file() and ".reffiles" not in path.parts]
+    print(
+        f"\nDemo done: {len(files)} files under {mirage_data}; "
+        f"HTTP requests: {first} for the build, {again} for the run after it."
+    )
+    sys.exit(0 if again == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
