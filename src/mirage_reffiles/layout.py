@@ -41,8 +41,8 @@ def staging_dir(mirage_data: str | Path, file_id: str) -> Path:
     return Path(mirage_data) / STATE_DIR / "incoming" / file_id
 
 
-def log_path(mirage_data: str | Path, file_id: str) -> Path:
-    return Path(mirage_data) / STATE_DIR / "logs" / f"{file_id}.log"
+def lock_path(mirage_data: str | Path, file_id: str) -> Path:
+    return Path(mirage_data) / STATE_DIR / "locks" / f"{file_id}.lock"
 
 
 def kept_archive_path(mirage_data: str | Path, server_path: str) -> Path:

@@ -187,6 +187,7 @@ def download(
     expected: Expected | None = None,
     policy: RetryPolicy | None = None,
     progress: Progress | None = None,
+    reserve: Callable[[int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[int, str]:
     """Stream ``url`` into ``partial``, passing every byte to ``sink``.
@@ -196,6 +197,8 @@ def download(
     A dropped connection, a timeout or a busy server is retried with backoff,
     resuming where the bytes stopped. Returns ``(size, sha256)`` once the byte
     count matches what the server announced and what ``expected`` says.
+    ``reserve(n)`` is called before the body is read with the number of bytes
+    still to come, when the server says; it raises to refuse them.
 
     On a failed check the partial file is deleted (its bytes are wrong) and
     :class:`FetchError` says which check failed; on running out of retries it
@@ -206,7 +209,7 @@ def download(
     partial.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(partial, "a+b") as out:
-            done, total, digest = _receive(url, out, sink, policy, progress, sleep)
+            done, total, digest = _receive(url, out, sink, policy, progress, reserve, sleep)
             out.flush()
             os.fsync(out.fileno())
     except BaseException:
@@ -228,7 +231,7 @@ def download(
     return done, digest.hexdigest()
 
 
-def _receive(url, out, sink, policy, progress, sleep):
+def _receive(url, out, sink, policy, progress, reserve, sleep):
     """Replay ``out``'s bytes into ``sink``, then append the rest from ``url``."""
     digest = hashlib.sha256()
     done = 0
@@ -251,6 +254,8 @@ def _receive(url, out, sink, policy, progress, sleep):
                     digest, done = hashlib.sha256(), 0
                 if progress is not None:
                     progress.total = total
+                if reserve is not None and total is not None:
+                    reserve(total - done)
                 while chunk := _read(response):
                     out.write(chunk)
                     digest.update(chunk)

@@ -5,13 +5,16 @@ Standard library only: the download jobs import this under ``python -S``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tarfile
 import zlib
 from pathlib import Path
 
+from .disk import require_free_space
 from .layout import tarball_member_destination
+from .records import Produced
 from .transfer import FetchError
 
 GZIP_WBITS = 16 + zlib.MAX_WBITS
@@ -36,6 +39,7 @@ class GunzipSink:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._out = open(path, "wb")  # noqa: SIM115 (open for the life of the download)
         self._inflater = zlib.decompressobj(GZIP_WBITS)
+        self._digest = hashlib.sha256()
         self.size = 0
 
     def write(self, chunk: bytes) -> None:
@@ -46,6 +50,7 @@ class GunzipSink:
                     self._inflater = zlib.decompressobj(GZIP_WBITS)
                 out = self._inflater.decompress(data, MAX_INFLATE)
                 self._out.write(out)
+                self._digest.update(out)
                 self.size += len(out)
                 data = self._inflater.unconsumed_tail or self._inflater.unused_data
         except zlib.error as error:
@@ -55,7 +60,12 @@ class GunzipSink:
         self._out.seek(0)
         self._out.truncate()
         self._inflater = zlib.decompressobj(GZIP_WBITS)
+        self._digest = hashlib.sha256()
         self.size = 0
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
 
     def close(self) -> None:
         """Finish the file; raise :class:`UnpackError` if the stream was cut short."""
@@ -90,12 +100,13 @@ def _member_filter(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo |
         raise UnpackError(f"unsafe member {member.name!r} refused: {error}") from None
 
 
-def extract_tarball(archive: Path, staging: Path) -> list[tuple[str, int]]:
+def extract_tarball(archive: Path, staging: Path) -> list[Produced]:
     """Extract ``archive`` into the empty folder ``staging``.
 
-    Returns the ``(relative path, size)`` of each regular file extracted.
-    Refuses the whole archive when any member is unsafe, and reports a
-    corrupt or truncated archive as :class:`UnpackError`.
+    Returns each regular file extracted, relative to ``staging``. Refuses the
+    whole archive when any member is unsafe or the members would not fit in
+    the free space, and reports a corrupt or truncated archive as
+    :class:`UnpackError`.
     """
     if staging.exists():
         shutil.rmtree(staging)
@@ -105,14 +116,20 @@ def extract_tarball(archive: Path, staging: Path) -> list[tuple[str, int]]:
             members = tar.getmembers()
             for member in members:  # check everything before writing anything
                 _member_filter(member, str(staging))
+            require_free_space(staging, sum(m.size for m in members if m.isreg()), f"unpacking {archive.name}")
             tar.extractall(staging, members=members, filter=_member_filter)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+    except (tarfile.TarError, EOFError, zlib.error) as error:
         raise UnpackError(f"corrupt or truncated tarball ({error})") from None
     return [
-        (path.relative_to(staging).as_posix(), path.stat().st_size)
+        Produced(path.relative_to(staging).as_posix(), path.stat().st_size, _sha256(path))
         for path in sorted(staging.rglob("*"))
         if path.is_file() and not path.is_symlink()
     ]
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def move_into_place(staging: Path, root: Path) -> None:
@@ -126,4 +143,3 @@ def move_into_place(staging: Path, root: Path) -> None:
         target = root / path.relative_to(staging)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
-    shutil.rmtree(staging)

@@ -1,0 +1,54 @@
+"""Free-space checks and locks on the tree (standard library only)."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .transfer import FetchError
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def require_free_space(path: Path, needed: int, what: str) -> None:
+    """Raise :class:`FetchError` unless ``needed`` bytes are free where ``path`` goes."""
+    free = shutil.disk_usage(_existing(path)).free
+    if needed > free:
+        raise FetchError(
+            f"not enough free space for {what}: it needs {needed / 1e6:,.1f} MB more "
+            f"on the filesystem of {_existing(path)}, which has {free / 1e6:,.1f} MB free"
+        )
+
+
+def is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def exclusive(lock_file: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file``, waiting for another holder.
+
+    The kernel drops the lock when its holder dies, so a killed run never
+    leaves a stale lock behind.
+    """
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{what}: another run is fetching it; waiting for it to finish", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
