@@ -51,4 +51,3 @@ def exclusive(lock_file: Path, what: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-

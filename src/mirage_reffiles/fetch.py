@@ -19,7 +19,7 @@ from pathlib import Path
 from . import layout
 from .disk import exclusive, is_disk_full, require_free_space
 from .records import Produced, Record, read_record, write_record
-from .transfer import Expected, FetchError, NullSink, Progress, RetryPolicy, download
+from .transfer import Expected, FetchError, Progress, RetryPolicy, download
 from .unpack import GunzipSink, UnpackError, extract_tarball, move_into_place
 
 
@@ -117,9 +117,11 @@ def fetch_tarball(
             require_free_space(partial, remaining, file_id)
 
         try:
+            check = GunzipSink(None)  # the CRC of the whole stream, which tarfile never reads
             size, sha256 = download(
-                url, partial, NullSink(), expected=expected, policy=policy, progress=Progress(file_id), reserve=reserve
+                url, partial, check, expected=expected, policy=policy, progress=Progress(file_id), reserve=reserve
             )
+            check.close()
             members = extract_tarball(partial, staging)
             move_into_place(staging, mirage_data)
         except UnpackError:

@@ -42,7 +42,8 @@ class Request:
     method: str
     path: str
     range: str | None
-    status: int
+    status: int | None = None  # None until answered
+    time: float = field(default_factory=time.monotonic)  # when the request arrived
 
 
 class MirrorServer(ThreadingHTTPServer):
@@ -63,7 +64,7 @@ class MirrorServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}/"
 
-    def log_request_done(self, request: Request) -> None:
+    def log_request(self, request: Request) -> None:
         with self._lock:
             self.requests.append(request)
 
@@ -93,10 +94,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self):
-        path = unquote(urlsplit(self.path).path).lstrip("/")
-        requested = self.headers.get("Range")
-        status = self._serve(path, requested)
-        self.server.log_request_done(Request(self.command, path, requested, status))
+        request = Request(self.command, unquote(urlsplit(self.path).path).lstrip("/"), self.headers.get("Range"))
+        self.server.log_request(request)  # at arrival, so a stalled answer is logged in order
+        request.status = self._serve(request.path, request.range)
         self.close_connection = True
 
     def _serve(self, path: str, requested: str | None) -> int:
@@ -149,8 +149,8 @@ class _Handler(BaseHTTPRequestHandler):
                     fault.drop_after = None
                     return  # the connection closes short of Content-Length
                 if fault.stall is not None and sent:
-                    time.sleep(fault.stall)
-                    fault.stall = None
+                    stall, fault.stall = fault.stall, None
+                    time.sleep(stall)
                 try:
                     self.wfile.write(chunk)
                 except (BrokenPipeError, ConnectionResetError):

@@ -279,18 +279,10 @@ def _receive(url, out, sink, policy, progress, reserve, sleep):
 def _read(response) -> bytes:
     """The next chunk of the body; a network fault becomes :class:`TransientError`."""
     try:
-        return response.read(CHUNK_SIZE)
+        # read1 hands over what has arrived instead of waiting for a full chunk,
+        # so bytes received before a stall are kept.
+        return response.read1(CHUNK_SIZE)
     except TimeoutError:
         raise TransientError("read timed out (no bytes for too long)") from None
     except (ConnectionError, http.client.HTTPException) as error:
         raise TransientError(f"connection broke: {error!r}") from None
-
-
-class NullSink:
-    """Keeps nothing: the bytes only go to the partial file."""
-
-    def write(self, chunk: bytes) -> None:
-        pass
-
-    def reset(self) -> None:
-        pass

@@ -10,7 +10,7 @@ import os
 import shutil
 import tarfile
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .disk import require_free_space
 from .layout import tarball_member_destination
@@ -28,19 +28,19 @@ class UnpackError(FetchError):
 
 
 class GunzipSink:
-    """Decompresses gzip bytes as they arrive into ``path``.
+    """Decompresses gzip bytes as they arrive, into ``path`` (or nowhere: a check only).
 
     zlib checks each member's CRC-32 and length trailer as it reaches it; a
     stream that stops before its trailer is caught by :meth:`close`.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path | None):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._out = open(path, "wb")  # noqa: SIM115 (open for the life of the download)
-        self._inflater = zlib.decompressobj(GZIP_WBITS)
-        self._digest = hashlib.sha256()
-        self.size = 0
+        self._out = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._out = open(path, "wb")  # noqa: SIM115 (open for the life of the download)
+        self.reset()
 
     def write(self, chunk: bytes) -> None:
         data = chunk
@@ -49,16 +49,18 @@ class GunzipSink:
                 if self._inflater.eof:  # a further gzip member follows
                     self._inflater = zlib.decompressobj(GZIP_WBITS)
                 out = self._inflater.decompress(data, MAX_INFLATE)
-                self._out.write(out)
-                self._digest.update(out)
+                if self._out is not None:
+                    self._out.write(out)
+                    self._digest.update(out)
                 self.size += len(out)
                 data = self._inflater.unconsumed_tail or self._inflater.unused_data
         except zlib.error as error:
             raise UnpackError(f"corrupt gzip data ({error})") from None
 
     def reset(self) -> None:
-        self._out.seek(0)
-        self._out.truncate()
+        if self._out is not None:
+            self._out.seek(0)
+            self._out.truncate()
         self._inflater = zlib.decompressobj(GZIP_WBITS)
         self._digest = hashlib.sha256()
         self.size = 0
@@ -72,22 +74,28 @@ class GunzipSink:
         try:
             if not self._inflater.eof:
                 raise UnpackError("truncated gzip data (no end-of-stream trailer)")
-            self._out.flush()
-            os.fsync(self._out.fileno())
+            if self._out is not None:
+                self._out.flush()
+                os.fsync(self._out.fileno())
         finally:
-            self._out.close()
+            self.discard(keep=True)
 
-    def discard(self) -> None:
-        self._out.close()
-        self.path.unlink(missing_ok=True)
+    def discard(self, keep: bool = False) -> None:
+        if self._out is not None:
+            self._out.close()
+            if not keep:
+                self.path.unlink(missing_ok=True)
 
 
 def _member_filter(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo | None:
     """Drop the leading ``mirage_data/`` and refuse anything unsafe.
 
-    Python's ``data`` filter refuses absolute paths, ``..``, links that point
-    outside the destination, devices and fifos.
+    Absolute names and ``..`` are refused outright; Python's ``data`` filter
+    then refuses links that point outside the destination, devices and fifos.
     """
+    for path in (member.name, member.linkname if member.islnk() else ""):
+        if path.startswith("/") or ".." in PurePosixPath(path).parts:
+            raise UnpackError(f"unsafe member {member.name!r} refused: absolute path or '..' in {path!r}")
     name = tarball_member_destination(member.name)
     if name is None:
         return None
