@@ -15,10 +15,12 @@ sys.path.insert(0, PACKAGE_ROOT)
 from mirage_reffiles import layout
 from mirage_reffiles.envfile import export_lines, mirage_environment, write_env_file
 from mirage_reffiles.table import (
+    SKIP_FLAGS,
     TableError,
     load_table,
     mirage_group,
     select,
+    vocabulary,
 )
 from mirage_reffiles.transfer import as_url
 
@@ -32,25 +34,16 @@ MIRAGE_DATA = (
 BASE_URL = as_url(config["base_url"])
 if not BASE_URL.endswith("/"):
     BASE_URL += "/"
-OPTIONS = {
-    key: config[key]
-    for key in (
-        "skip_darks",
-        "single_dark",
-        "skip_cosmic_rays",
-        "skip_psfs",
-        "skip_soss",
-    )
-}
+OPTIONS = {key: config[key] for key in (*SKIP_FLAGS, "single_dark")}
 
 with open(
     Path(workflow.basedir) / "config/schemas/reference_files.schema.yaml"
 ) as handle:
-    TABLE = load_table(
-        config["reference_table"]
-        or Path(workflow.basedir) / "config/reference_files.csv",
-        schema=yaml.safe_load(handle),
-    )
+    ROW_SCHEMA = yaml.safe_load(handle)
+TABLE = load_table(
+    config["reference_table"] or Path(workflow.basedir) / "config/reference_files.csv",
+    schema=ROW_SCHEMA,
+)
 
 # Every target group, checked now so a bad name or value fails before any download.
 GROUPS = {
@@ -58,7 +51,7 @@ GROUPS = {
     **config["groups"],
 }
 SELECTIONS = {
-    name: select(TABLE, group, OPTIONS, name=f"group {name!r}")
+    name: select(TABLE, group, OPTIONS, f"group {name!r}", vocabulary(ROW_SCHEMA))
     for name, group in GROUPS.items()
 }
 
@@ -66,9 +59,14 @@ DARKS = TABLE[TABLE.archive == "gz"].set_index("destination", drop=False)
 TARBALLS = TABLE[TABLE.archive == "tar.gz"]
 
 
+def one_of(values):
+    """A regex matching exactly the given values (and nothing when there are none)."""
+    return "|".join(map(re.escape, values)) or "(?!)"
+
+
 wildcard_constraints:
-    dark="|".join(map(re.escape, DARKS.destination)),
-    tarball="|".join(map(re.escape, TARBALLS.file_id)),
+    dark=one_of(DARKS.destination),
+    tarball=one_of(TARBALLS.file_id),
 
 
 def is_tarball(row):

@@ -91,19 +91,34 @@ def mirage_group(instrument: str | Iterable[str], dark_type: str) -> dict[str, l
     return {"instrument": parse_instruments(instrument), "dark_type": parse_dark_type(dark_type)}
 
 
-def select_group(table: pd.DataFrame, group: Mapping[str, Iterable[str]], name: str = "group") -> pd.DataFrame:
+def vocabulary(schema: Mapping) -> dict[str, list[str]]:
+    """The allowed values of each column that the row schema restricts to a list."""
+    return {
+        column: [value for value in spec["enum"] if value]
+        for column, spec in schema.get("properties", {}).items()
+        if "enum" in spec
+    }
+
+
+def select_group(
+    table: pd.DataFrame,
+    group: Mapping[str, Iterable[str]],
+    name: str = "group",
+    allowed: Mapping[str, list[str]] | None = None,
+) -> pd.DataFrame:
     """Rows that match every column filter of ``group``.
 
     A row that leaves a column blank is not excluded by a filter on it: a
     ``dark_type`` filter picks which darks come, libraries come regardless.
-    Unknown columns or values raise :class:`TableError` listing the valid ones.
+    Unknown columns or values raise :class:`TableError` listing the valid
+    ones: those in ``allowed`` for the column, else those in the table.
     """
     keep = pd.Series(True, index=table.index)
     for column, values in group.items():
         if column not in SELECTABLE:
             raise TableError(f"{name}: cannot select on {column!r}; choose from {', '.join(SELECTABLE)}")
         values = [str(v) for v in ([values] if isinstance(values, str) else values)]
-        known = sorted(set(table[column]) - {""})
+        known = sorted((allowed or {}).get(column) or set(table[column]) - {""})
         unknown = [v for v in values if v not in known]
         if unknown:
             raise TableError(
@@ -121,6 +136,12 @@ def narrow(table: pd.DataFrame, options: Mapping[str, bool]) -> pd.DataFrame:
     return table[~drop]
 
 
-def select(table: pd.DataFrame, group: Mapping, options: Mapping[str, bool], name: str = "group") -> pd.DataFrame:
+def select(
+    table: pd.DataFrame,
+    group: Mapping,
+    options: Mapping[str, bool],
+    name: str = "group",
+    allowed: Mapping[str, list[str]] | None = None,
+) -> pd.DataFrame:
     """The rows a target builds: its group, narrowed by the skip flags and single_dark."""
-    return narrow(select_group(table, group, name), options)
+    return narrow(select_group(table, group, name, allowed), options)

@@ -1,0 +1,157 @@
+"""Killed runs and full disks, through the real `snakemake` command line.
+
+After each fault, every reference file under its final name is complete and
+byte-exact, and a plain second run finishes the job without anyone deleting
+anything by hand.
+"""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+from conftest import REPO, TABLE_CSV, Snakemake, expected_tree, tree
+
+from mirage_reffiles import layout
+from mirage_reffiles.mirror import build_mirror, synthetic_bytes
+from mirage_reffiles.server import serve
+from mirage_reffiles.table import load_table
+
+
+def subset_table(tmp_path, file_ids):
+    table = load_table(TABLE_CSV)
+    rows = table.loc[file_ids]
+    path = tmp_path / "table.csv"
+    rows.to_csv(path, index=False)
+    return path, rows
+
+
+def subset_config(table_csv):
+    """Config for a run over a subset table (the shipped groups still validate against the schema)."""
+    return {"reference_table": table_csv, "instrument": "fgs", "dark_type": "raw"}
+
+
+def start(run: Snakemake, table_csv):
+    """Start `snakemake all` in its own process group, to be killed."""
+    settings = {"base_url": run.base_url, "mirage_data": run.mirage_data, **subset_config(table_csv)}
+    command = [
+        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "4", "all",
+        "--config", *(f"{key}={value}" for key, value in settings.items()),
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=run.workdir, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def kill_when(process, condition, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended before the moment to kill it:\n{process.stderr.read()}"
+        assert time.monotonic() < deadline, "the moment to kill the run never came"
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def assert_only_complete_files(mirage_data, expected):
+    """Whatever is under a final name is byte-exact."""
+    for path, data in tree(mirage_data).items():
+        if path != layout.ENV_FILE and not path.endswith(".part"):  # .part: a temporary name
+            assert expected[path] == data, f"{path} is not what the server has"
+
+
+def test_killed_mid_download_resumes(workdir, tmp_path):
+    darks = ["fgs_raw_guider2_1", "fgs_raw_guider2_2", "fgs_raw_guider1_1"]
+    table_csv, rows = subset_table(tmp_path, darks)
+    expected = build_mirror(tmp_path / "mirror", rows, size=600_000)
+    with serve(tmp_path / "mirror", rate=150_000) as server:
+        run = Snakemake(workdir, server.url)
+        downloads = run.mirage_data / layout.STATE_DIR / "downloads"
+        process = start(run, table_csv)
+        kill_when(process, lambda: any(p.stat().st_size > 100_000 for p in downloads.glob("*.part")))
+        assert_only_complete_files(run.mirage_data, expected_tree(expected, rows))
+        partial = {p.name: p.stat().st_size for p in downloads.glob("*.part")}
+        server.requests.clear()
+        run("all", config=subset_config(table_csv))
+    assert tree(run.mirage_data) == expected_tree(expected, rows) | {layout.ENV_FILE: ANY}
+    resumed = {r.path: r.range for r in server.requests if r.range}
+    assert resumed, "no download was resumed"
+    for row in rows.itertuples():
+        if f"{row.file_id}.gz.part" in partial and partial[f"{row.file_id}.gz.part"]:
+            assert resumed[row.path] == f"bytes={partial[row.file_id + '.gz.part']}-"
+    assert list(downloads.glob("*")) == []
+
+
+def test_killed_mid_unpack_starts_the_unpacking_again(workdir, tmp_path):
+    table_csv, rows = subset_table(tmp_path, ["mirage_fgs_cr_library"])
+    members = {f"mirage_data/fgs/cosmic_ray_library/cr_{n:04}.fits": synthetic_bytes(str(n), 2048) for n in range(4000)}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    archive = tmp_path / "mirror" / rows.path.iloc[0]
+    archive.parent.mkdir(parents=True)
+    archive.write_bytes(buffer.getvalue())
+    expected = {name.removeprefix("mirage_data/"): data for name, data in members.items()}
+    with serve(tmp_path / "mirror") as server:
+        run = Snakemake(workdir, server.url)
+        staging = layout.staging_dir(run.mirage_data, "mirage_fgs_cr_library")
+        process = start(run, table_csv)
+        kill_when(process, lambda: staging.is_dir() and any(staging.rglob("cr_00*.fits")))
+        assert not layout.record_path(run.mirage_data, "mirage_fgs_cr_library").exists()
+        assert_only_complete_files(run.mirage_data, expected)
+        server.requests.clear()
+        run("all", config=subset_config(table_csv))
+    assert tree(run.mirage_data) == expected | {layout.ENV_FILE: ANY}
+    assert not staging.exists()
+    assert [r.status for r in server.requests] in ([416], [])  # complete download kept: nothing fetched again
+
+
+class _Any:
+    def __eq__(self, other):
+        return True
+
+
+ANY = _Any()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if result.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs (run as root): {result.stderr.decode()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        (3_000_000, "not enough free space for fgs_raw_guider2_1"),  # refused before the first byte
+        (900_000, "disk full while writing fgs/darks/raw/"),  # fits the check, then fills the disk
+    ],
+)
+def test_a_full_disk_gives_a_clear_error_and_no_half_files(workdir, tmp_path, small_disk, size, message):
+    table_csv, rows = subset_table(tmp_path, ["fgs_raw_guider2_1"])
+    if size < 1_000_000:  # zeros: a small download that unpacks past the disk's size
+        (tmp_path / "mirror" / rows.path.iloc[0]).parent.mkdir(parents=True)
+        (tmp_path / "mirror" / rows.path.iloc[0]).write_bytes(__import__("gzip").compress(bytes(size * 2)))
+    else:
+        build_mirror(tmp_path / "mirror", rows, size=size)
+    with serve(tmp_path / "mirror") as server:
+        run = Snakemake(workdir, server.url)
+        run.mirage_data = small_disk / "mirage_data"
+        result = run("all", config=subset_config(table_csv), check=False)
+    assert result.returncode != 0
+    log = (run.mirage_data / layout.STATE_DIR / "logs" / f"{rows.destination.iloc[0]}.log").read_text()
+    assert message in log
+    assert not (run.mirage_data / rows.destination.iloc[0]).exists()
+    assert not layout.temporary_path(run.mirage_data / rows.destination.iloc[0]).exists()
