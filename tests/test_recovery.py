@@ -5,6 +5,7 @@ byte-exact, and a plain second run finishes the job without anyone deleting
 anything by hand.
 """
 
+import gzip
 import io
 import os
 import signal
@@ -20,6 +21,16 @@ from mirage_reffiles import layout
 from mirage_reffiles.mirror import build_mirror, synthetic_bytes
 from mirage_reffiles.server import serve
 from mirage_reffiles.table import load_table
+
+
+class _Any:
+    """Equal to anything: for files whose content the test does not pin (mirage_env.sh)."""
+
+    def __eq__(self, other):
+        return True
+
+
+ANY = _Any()
 
 
 def subset_table(tmp_path, file_ids):
@@ -81,8 +92,8 @@ def test_killed_mid_download_resumes(workdir, tmp_path):
     resumed = {r.path: r.range for r in server.requests if r.range}
     assert resumed, "no download was resumed"
     for row in rows.itertuples():
-        if f"{row.file_id}.gz.part" in partial and partial[f"{row.file_id}.gz.part"]:
-            assert resumed[row.path] == f"bytes={partial[row.file_id + '.gz.part']}-"
+        if kept := partial.get(f"{row.file_id}.gz.part"):
+            assert resumed[row.path] == f"bytes={kept}-"
     assert list(downloads.glob("*")) == []
 
 
@@ -113,14 +124,6 @@ def test_killed_mid_unpack_starts_the_unpacking_again(workdir, tmp_path):
     assert [r.status for r in server.requests] in ([416], [])  # complete download kept: nothing fetched again
 
 
-class _Any:
-    def __eq__(self, other):
-        return True
-
-
-ANY = _Any()
-
-
 @pytest.fixture
 def small_disk(tmp_path):
     mount = tmp_path / "small"
@@ -143,7 +146,7 @@ def test_a_full_disk_gives_a_clear_error_and_no_half_files(workdir, tmp_path, sm
     table_csv, rows = subset_table(tmp_path, ["fgs_raw_guider2_1"])
     if size < 1_000_000:  # zeros: a small download that unpacks past the disk's size
         (tmp_path / "mirror" / rows.path.iloc[0]).parent.mkdir(parents=True)
-        (tmp_path / "mirror" / rows.path.iloc[0]).write_bytes(__import__("gzip").compress(bytes(size * 2)))
+        (tmp_path / "mirror" / rows.path.iloc[0]).write_bytes(gzip.compress(bytes(size * 2)))
     else:
         build_mirror(tmp_path / "mirror", rows, size=size)
     with serve(tmp_path / "mirror") as server:
