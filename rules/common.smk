@@ -40,10 +40,10 @@ with open(
     Path(workflow.basedir) / "config/schemas/reference_files.schema.yaml"
 ) as handle:
     ROW_SCHEMA = yaml.safe_load(handle)
-TABLE = load_table(
-    config["reference_table"] or Path(workflow.basedir) / "config/reference_files.csv",
-    schema=ROW_SCHEMA,
+TABLE_PATH = str(
+    config["reference_table"] or Path(workflow.basedir) / "config/reference_files.csv"
 )
+TABLE = load_table(TABLE_PATH, schema=ROW_SCHEMA)
 
 # Every target group, checked now so a bad name or value fails before any download.
 GROUPS = {
@@ -137,3 +137,20 @@ def report_environment(log):
         f"\nReference files are in {MIRAGE_DATA}. Point Mirage at them with:\n\n"
         f"{export_lines(environment)}\n(also written to {path}: `source {path}`)"
     )
+
+
+def get_verify_params(clear):
+    return {
+        "package": PACKAGE_ROOT,
+        "mirage_data": str(MIRAGE_DATA),
+        "table": TABLE_PATH,
+        "selections": {name: list(rows.file_id) for name, rows in SELECTIONS.items()},
+        "with_sha256": config["verify_sha256"],
+        "clear_damaged": clear,
+    }
+
+
+def get_repaired_targets(wildcards):
+    """Targets of the rows `find_damaged` cleared: fetching them again is the repair."""
+    with checkpoints.clear_damaged.get().output[0].open() as handle:
+        return [get_target(TABLE.loc[file_id]) for file_id in handle.read().split()]

@@ -148,3 +148,34 @@ def test_code_is_clean(command):
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_verify_finds_damage_and_repair_restores_it(snakemake, server, mirror, table, config):
+    snakemake("fgs_raw")
+    rows = group_rows(table, config, "fgs_raw")
+    good = tree(snakemake.mirage_data)
+    flipped, truncated = rows[rows.kind == "dark"].iloc[[0, 3]].itertuples()
+    member = next(iter(mirror[1]["mirage_fgs_cr_library"]))  # a tarball member, deleted
+    path = snakemake.mirage_data / flipped.destination
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(data)
+    path = snakemake.mirage_data / truncated.destination
+    path.write_bytes(path.read_bytes()[:-10])
+    (snakemake.mirage_data / member).unlink()
+
+    sizes_only = snakemake("verify", check=False)
+    assert sizes_only.returncode != 0
+    assert "2 damaged; run `snakemake repair`" in sizes_only.stdout  # a flipped byte keeps the size
+    result = snakemake("verify", config={"verify_sha256": True}, check=False)
+    assert result.returncode != 0 and "3 damaged; run `snakemake repair`" in result.stdout
+    for file_id in (flipped.file_id, truncated.file_id, "mirage_fgs_cr_library"):
+        assert f"DAMAGED {file_id}:" in result.stdout
+    assert "SHA-256 differs from the record" in result.stdout and f"{member}: missing" in result.stdout
+    assert server.requests[len(rows) :] == []  # verify reads the tree only
+
+    server.requests.clear()
+    snakemake("repair", config={"verify_sha256": True})
+    assert sorted(r.path for r in server.requests) == sorted([flipped.path, truncated.path, rows.path.iloc[0]])
+    assert tree(snakemake.mirage_data) == good
+    assert snakemake("verify", config={"verify_sha256": True}).returncode == 0

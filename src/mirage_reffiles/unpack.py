@@ -129,13 +129,13 @@ def extract_tarball(archive: Path, staging: Path) -> list[Produced]:
     except (tarfile.TarError, EOFError, zlib.error) as error:
         raise UnpackError(f"corrupt or truncated tarball ({error})") from None
     return [
-        Produced(path.relative_to(staging).as_posix(), path.stat().st_size, _sha256(path))
+        Produced(path.relative_to(staging).as_posix(), path.stat().st_size, sha256_of(path))
         for path in sorted(staging.rglob("*"))
         if path.is_file() and not path.is_symlink()
     ]
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
