@@ -7,8 +7,9 @@ import sys
 import pytest
 from conftest import REPO, TABLE_CSV, Snakemake, expected_tree, tree
 
+from mirage_reffiles import layout
 from mirage_reffiles.server import Fault
-from mirage_reffiles.table import select
+from mirage_reffiles.table import load_table, select
 
 
 def group_rows(table, config, name, **flags):
@@ -179,3 +180,30 @@ def test_verify_finds_damage_and_repair_restores_it(snakemake, server, mirror, t
     assert sorted(r.path for r in server.requests) == sorted([flipped.path, truncated.path, rows.path.iloc[0]])
     assert tree(snakemake.mirage_data) == good
     assert snakemake("verify", config={"verify_sha256": True}).returncode == 0
+
+
+def test_pinned_table_refuses_a_changed_file(snakemake, server, mirror, table, workdir):
+    snakemake("fgs_raw", config={"skip_darks": True})
+    pinned_csv = workdir / "pinned.csv"
+    shutil.copy(TABLE_CSV, pinned_csv)
+    pin = [sys.executable, "-m", "mirage_reffiles.pin", str(snakemake.mirage_data), "--table", str(pinned_csv)]
+    subprocess.run(pin, check=True, cwd=REPO)
+    pinned = load_table(pinned_csv)
+    library = pinned.loc["mirage_fgs_cr_library"]
+    assert library.size_exact == "true" and int(library.size_bytes) == (mirror[0] / library.path).stat().st_size
+    assert len(library.sha256) == 64 and pinned.loc["nircam_raw_A1_1"].sha256 == ""
+
+    # A local copy that holds another valid tarball under that name is refused.
+    other = workdir / "other_copy"
+    (other / library.path).parent.mkdir(parents=True)
+    data_other = (mirror[0] / pinned.loc["mirage_niriss_cr_library"].path).read_bytes()
+    (other / library.path).write_bytes(data_other)
+    pinned.loc["mirage_fgs_cr_library", "size_bytes"] = str(len(data_other))  # only the checksum tells them apart
+    pinned.to_csv(pinned_csv, index=False)
+    (snakemake.mirage_data / layout.STATE_DIR / "records" / "mirage_fgs_cr_library.json").unlink()
+    settings = {"skip_darks": True, "reference_table": pinned_csv, "base_url": other}
+    result = snakemake("fgs_raw", config=settings, check=False)
+    assert result.returncode != 0
+    log = (snakemake.mirage_data / layout.STATE_DIR / "logs" / "mirage_fgs_cr_library.log").read_text()
+    assert "sha256 check failed" in log
+    assert not layout.record_path(snakemake.mirage_data, "mirage_fgs_cr_library").exists()

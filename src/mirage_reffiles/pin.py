@@ -1,0 +1,48 @@
+"""Pin the table to a trusted tree: copy each recorded download's exact size
+and SHA-256 into the table, so later downloads must match them byte for byte.
+
+    python -m mirage_reffiles.pin MIRAGE_DATA [--table config/reference_files.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from .records import read_record
+from .table import load_table
+
+DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "config" / "reference_files.csv"
+
+
+def pin_table(table: pd.DataFrame, mirage_data: Path) -> tuple[pd.DataFrame, list[str]]:
+    """A copy of ``table`` with exact sizes and SHA-256 for every row that has a record.
+
+    Returns the new table and the ``file_id`` of each row pinned.
+    """
+    pinned = table.copy()
+    done = []
+    for file_id in table.index:
+        record = read_record(mirage_data, file_id)
+        if record is None:
+            continue
+        pinned.loc[file_id, ["size_bytes", "size_exact", "sha256"]] = [str(record.size), "true", record.sha256]
+        done.append(file_id)
+    return pinned, done
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mirage_data", type=Path, help="a tree built by this workflow, whose downloads you trust")
+    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help="table to update (default: %(default)s)")
+    args = parser.parse_args(argv)
+    table = load_table(args.table)
+    pinned, done = pin_table(table, args.mirage_data)
+    pinned.to_csv(args.table, index=False)
+    print(f"Pinned {len(done)} of {len(table)} rows of {args.table} to {args.mirage_data}")
+
+
+if __name__ == "__main__":
+    main()
