@@ -14,7 +14,7 @@ include: "rules/verify.smk"
 rule all:
     default_target: True
     input:
-        get_group_targets("all"),
+        get_group_input("all"),
 
 
 for group_name in config["groups"]:
@@ -23,7 +23,7 @@ for group_name in config["groups"]:
         name:
             group_name
         input:
-            get_group_targets(group_name),
+            get_group_input(group_name),
 
 
 rule report_unknown_target:

@@ -13,6 +13,8 @@ PACKAGE_ROOT = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, PACKAGE_ROOT)
 
 from mirage_reffiles import layout
+from mirage_reffiles.plan import make_plan
+from mirage_reffiles.settings import coerce_flags
 from mirage_reffiles.envfile import export_lines, mirage_environment, write_env_file
 from mirage_reffiles.table import (
     SKIP_FLAGS,
@@ -24,6 +26,8 @@ from mirage_reffiles.table import (
 )
 from mirage_reffiles.transfer import as_url
 
+with open(Path(workflow.basedir) / "config/schemas/config.schema.yaml") as handle:
+    config.update(coerce_flags(config, yaml.safe_load(handle)))
 validate(config, schema="../config/schemas/config.schema.yaml")
 
 MIRAGE_DATA = (
@@ -74,14 +78,32 @@ def is_tarball(row):
 
 
 def get_target(row):
-    """The file that stands for a row being done: the unpacked dark, or a tarball's record."""
-    if is_tarball(row):
-        return str(layout.record_path(MIRAGE_DATA, row.file_id))
-    return str(MIRAGE_DATA / row.destination)
+    return str(layout.target_path(MIRAGE_DATA, row))
 
 
-def get_group_targets(name):
-    return [get_target(row) for row in SELECTIONS[name].itertuples()]
+ANNOUNCED = set()
+
+
+def get_group_input(name):
+    """The input function of target group ``name``.
+
+    It runs while Snakemake builds the DAG, before any download: it shows
+    what the group will fetch (each file, in a dry run) and stops a real run
+    that would not fit in the free space.
+    """
+
+    def get_group_targets(wildcards):
+        if name not in ANNOUNCED:
+            ANNOUNCED.add(name)
+            plan = make_plan(
+                name, MIRAGE_DATA, SELECTIONS[name], config["keep_archives"]
+            )
+            print(plan.describe(per_file=workflow.dryrun), flush=True)
+            if not workflow.dryrun and not config["ignore_free_space"]:
+                plan.check_fits()
+        return [get_target(row) for row in SELECTIONS[name].itertuples()]
+
+    return get_group_targets
 
 
 def get_row(wildcards):

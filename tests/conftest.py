@@ -31,9 +31,11 @@ def config():
 
 @pytest.fixture(scope="session")
 def mirror(tmp_path_factory, table):
-    """(root folder, {file_id: {path under MIRAGE_DATA: bytes}}) for every row."""
+    """(root folder, {file_id: {path under MIRAGE_DATA: bytes}}, its pinned table's CSV) for every row."""
     root = tmp_path_factory.mktemp("mirror")
-    return root, build_mirror(root, table)
+    pinned, expected = build_mirror(root, table)
+    pinned.to_csv(root / "pinned_table.csv", index=False)
+    return root, expected, root / "pinned_table.csv"
 
 
 @pytest.fixture
@@ -51,13 +53,17 @@ def workdir(tmp_path, monkeypatch):
 class Snakemake:
     """Runs the workflow's real command line in a scratch working directory."""
 
-    def __init__(self, workdir: Path, base_url: str):
+    def __init__(self, workdir: Path, base_url: str, table: Path | None = None):
         self.workdir = workdir
         self.mirage_data = workdir / "mirage_data"
         self.base_url = base_url
+        self.table = table
 
     def __call__(self, *args: str, config: dict | None = None, check: bool = True, timeout: float = 300):
-        settings = {"base_url": self.base_url, "mirage_data": str(self.mirage_data), **(config or {})}
+        settings = {"base_url": self.base_url, "mirage_data": str(self.mirage_data)}
+        if self.table:
+            settings["reference_table"] = str(self.table)
+        settings.update(config or {})
         command = [
             sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "4", *args,
             "--config", *(f"{key}={value}" for key, value in settings.items()),
@@ -69,8 +75,9 @@ class Snakemake:
 
 
 @pytest.fixture
-def snakemake(workdir, server):
-    return Snakemake(workdir, server.url)
+def snakemake(workdir, server, mirror):
+    """The CLI against the local server, with the table pinned to the mirror's files."""
+    return Snakemake(workdir, server.url, mirror[2])
 
 
 def tree(root: Path) -> dict[str, bytes]:

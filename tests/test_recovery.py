@@ -33,12 +33,16 @@ class _Any:
 ANY = _Any()
 
 
-def subset_table(tmp_path, file_ids):
-    table = load_table(TABLE_CSV)
-    rows = table.loc[file_ids]
+def subset_table(tmp_path, file_ids, size=None):
+    """A table of a few rows, written to CSV; with ``size``, also a mirror of them
+    (of that dark size) and the table pinned to it. Returns (csv, rows, expected files)."""
+    rows = load_table(TABLE_CSV).loc[file_ids]
+    expected = None
+    if size:
+        rows, expected = build_mirror(tmp_path / "mirror", rows, size=size)
     path = tmp_path / "table.csv"
     rows.to_csv(path, index=False)
-    return path, rows
+    return path, rows, expected
 
 
 def subset_config(table_csv):
@@ -77,8 +81,7 @@ def assert_only_complete_files(mirage_data, expected):
 
 def test_killed_mid_download_resumes(workdir, tmp_path):
     darks = ["fgs_raw_guider2_1", "fgs_raw_guider2_2", "fgs_raw_guider1_1"]
-    table_csv, rows = subset_table(tmp_path, darks)
-    expected = build_mirror(tmp_path / "mirror", rows, size=600_000)
+    table_csv, rows, expected = subset_table(tmp_path, darks, size=600_000)
     with serve(tmp_path / "mirror", rate=150_000) as server:
         run = Snakemake(workdir, server.url)
         downloads = run.mirage_data / layout.STATE_DIR / "downloads"
@@ -98,7 +101,7 @@ def test_killed_mid_download_resumes(workdir, tmp_path):
 
 
 def test_killed_mid_unpack_starts_the_unpacking_again(workdir, tmp_path):
-    table_csv, rows = subset_table(tmp_path, ["mirage_fgs_cr_library"])
+    table_csv, rows, _ = subset_table(tmp_path, ["mirage_fgs_cr_library"])
     members = {f"mirage_data/fgs/cosmic_ray_library/cr_{n:04}.fits": synthetic_bytes(str(n), 2048) for n in range(4000)}
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
@@ -135,24 +138,35 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
-@pytest.mark.parametrize(
-    ("size", "message"),
-    [
-        (3_000_000, "not enough free space for fgs_raw_guider2_1"),  # refused before the first byte
-        (900_000, "disk full while writing fgs/darks/raw/"),  # fits the check, then fills the disk
-    ],
-)
-def test_a_full_disk_gives_a_clear_error_and_no_half_files(workdir, tmp_path, small_disk, size, message):
-    table_csv, rows = subset_table(tmp_path, ["fgs_raw_guider2_1"])
-    if size < 1_000_000:  # zeros: a small download that unpacks past the disk's size
-        (tmp_path / "mirror" / rows.path.iloc[0]).parent.mkdir(parents=True)
-        (tmp_path / "mirror" / rows.path.iloc[0]).write_bytes(gzip.compress(bytes(size * 2)))
-    else:
-        build_mirror(tmp_path / "mirror", rows, size=size)
+def test_a_build_that_cannot_fit_does_not_start(workdir, tmp_path, small_disk):
+    table_csv, rows, _ = subset_table(tmp_path, ["fgs_raw_guider2_1", "fgs_raw_guider1_1"], size=1_500_000)
     with serve(tmp_path / "mirror") as server:
         run = Snakemake(workdir, server.url)
         run.mirage_data = small_disk / "mirage_data"
         result = run("all", config=subset_config(table_csv), check=False)
+    assert result.returncode != 0
+    needed = sum(map(int, rows.unpacked_bytes)) + sum(map(int, rows.size_bytes))
+    assert f"not starting all: it needs {needed / 1e9:,.2f} GB but {run.mirage_data} has" in result.stderr
+    assert "short" in result.stderr and "ignore_free_space=true" in result.stderr
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("make_dark", "message"),
+    [
+        (lambda: synthetic_bytes("big", 3_000_000), "not enough free space for fgs_raw_guider2_1"),  # at the headers
+        (lambda: bytes(1_800_000), "disk full while writing fgs/darks/raw/"),  # passes that check, then fills the disk
+    ],
+    ids=["checked-before-the-body", "disk-fills-while-unpacking"],
+)
+def test_a_full_disk_gives_a_clear_error_and_no_half_files(workdir, tmp_path, small_disk, make_dark, message):
+    table_csv, rows, _ = subset_table(tmp_path, ["fgs_raw_guider2_1"])
+    (tmp_path / "mirror" / rows.path.iloc[0]).parent.mkdir(parents=True)
+    (tmp_path / "mirror" / rows.path.iloc[0]).write_bytes(gzip.compress(make_dark()))
+    with serve(tmp_path / "mirror") as server:
+        run = Snakemake(workdir, server.url)
+        run.mirage_data = small_disk / "mirage_data"
+        result = run("all", config={**subset_config(table_csv), "ignore_free_space": True}, check=False)
     assert result.returncode != 0
     log = (run.mirage_data / layout.STATE_DIR / "logs" / f"{rows.destination.iloc[0]}.log").read_text()
     assert message in log

@@ -79,7 +79,7 @@ def test_default_target_is_mirages_default_call(snakemake, server, table):
 @pytest.mark.parametrize("local", ["file_url", "folder"])
 def test_a_local_copy_serves_as_base_url(workdir, mirror, table, local):
     base = mirror[0].as_uri() if local == "file_url" else str(mirror[0])
-    run = Snakemake(workdir, base)
+    run = Snakemake(workdir, base, mirror[2])
     run("fgs_raw", config={"skip_darks": True})
     rows = table[(table.instrument == "fgs") & (table.kind != "dark")]
     assert tree(run.mirage_data) == expected_tree(mirror[1], rows) | {

@@ -21,10 +21,10 @@ from .table import load_table
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_build(group: str, mirage_data: Path, base_url: str, cores: int, workdir: Path) -> None:
+def run_build(group: str, mirage_data: Path, base_url: str, table: Path, cores: int, workdir: Path) -> None:
     command = [
         sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", str(cores), group,
-        "--config", f"base_url={base_url}", f"mirage_data={mirage_data}",
+        "--config", f"base_url={base_url}", f"mirage_data={mirage_data}", f"reference_table={table}",
     ]  # fmt: skip
     print("$", " ".join(command), flush=True)
     subprocess.run(command, cwd=workdir, check=True)
@@ -38,15 +38,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     folder = args.dir.resolve()
     mirror = folder / "mirror"
-    if not mirror.exists():
+    table = folder / "mirror_table.csv"
+    if not table.exists():
         print(f"Building a synthetic mirror in {mirror} ...", flush=True)
-        build_mirror(mirror, load_table(REPO / "config" / "reference_files.csv"))
+        pinned, _ = build_mirror(mirror, load_table(REPO / "config" / "reference_files.csv"))
+        pinned.to_csv(table, index=False)  # the table, with the mirror's exact sizes and SHA-256
     mirage_data = folder / "mirage_data"
     with serve(mirror) as server:
         print(f"Serving it at {server.url}", flush=True)
-        run_build(args.group, mirage_data, server.url, args.cores, folder)
+        run_build(args.group, mirage_data, server.url, table, args.cores, folder)
         first = len(server.requests)
-        run_build(args.group, mirage_data, server.url, args.cores, folder)
+        run_build(args.group, mirage_data, server.url, table, args.cores, folder)
         again = len(server.requests) - first
     files = [path for path in mirage_data.rglob("*") if path.is_file() and ".reffiles" not in path.parts]
     print(

@@ -13,19 +13,25 @@ from pathlib import Path
 from .transfer import FetchError
 
 
-def _existing(path: Path) -> Path:
+def existing_ancestor(path: Path) -> Path:
+    """``path`` itself, or its nearest ancestor that exists."""
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
 
 
+def free_space(path: Path) -> int:
+    """Bytes free on the filesystem that ``path`` is (or will be) on."""
+    return shutil.disk_usage(existing_ancestor(path)).free
+
+
 def require_free_space(path: Path, needed: int, what: str) -> None:
     """Raise :class:`FetchError` unless ``needed`` bytes are free where ``path`` goes."""
-    free = shutil.disk_usage(_existing(path)).free
+    free = free_space(path)
     if needed > free:
         raise FetchError(
             f"not enough free space for {what}: it needs {needed / 1e6:,.1f} MB more "
-            f"on the filesystem of {_existing(path)}, which has {free / 1e6:,.1f} MB free"
+            f"on the filesystem of {existing_ancestor(path)}, which has {free / 1e6:,.1f} MB free"
         )
 
 

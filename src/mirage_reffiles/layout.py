@@ -72,3 +72,11 @@ def tarball_member_destination(name: str) -> str | None:
     if not parts:
         return None
     return str(PurePosixPath(*parts))
+
+
+def target_path(mirage_data: str | Path, row) -> Path:
+    """The file whose presence means a table row is done: the unpacked dark,
+    or for a tarball its record (written once every member is in place)."""
+    if row.archive == "tar.gz":
+        return record_path(mirage_data, row.file_id)
+    return Path(mirage_data) / row.destination

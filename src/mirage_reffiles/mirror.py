@@ -9,6 +9,7 @@ each row's ``file_id``, so two mirrors built from the same table are equal.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import random
 import tarfile
@@ -56,20 +57,25 @@ def _tarball(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def build_mirror(root: Path, table: pd.DataFrame, size: int = 16_384) -> dict[str, dict[str, bytes]]:
+#: For each file_id, the files it produces under MIRAGE_DATA, with their bytes.
+Expected = dict[str, dict[str, bytes]]
+
+
+def build_mirror(root: Path, table: pd.DataFrame, size: int = 16_384) -> tuple[pd.DataFrame, Expected]:
     """Write a mirror of ``table``'s rows under ``root``.
 
     ``size`` is the unpacked size of each dark (tarball members are smaller).
-    Returns, for each ``file_id``, the files it should produce under
-    MIRAGE_DATA with their exact bytes.
+    Returns the table pinned to the mirror (exact sizes and SHA-256, as
+    ``python -m mirage_reffiles.pin`` would make it) and, for each
+    ``file_id``, the files it should produce under MIRAGE_DATA with their
+    exact bytes.
     """
-    expected: dict[str, dict[str, bytes]] = {}
+    pinned = table.copy()
+    expected: Expected = {}
     for row in table.itertuples():
-        target = root / row.path
-        target.parent.mkdir(parents=True, exist_ok=True)
         if row.archive == "gz":
             data = synthetic_bytes(row.file_id, size)
-            target.write_bytes(_gzip(data))
+            archive = _gzip(data)
             expected[row.file_id] = {row.destination: data}
         else:
             folder = TARBALL_FOLDERS[row.kind].format(instrument=row.instrument)
@@ -77,6 +83,17 @@ def build_mirror(root: Path, table: pd.DataFrame, size: int = 16_384) -> dict[st
                 f"{TARBALL_ROOT}/{folder}/{row.file_id}_{n}.fits": synthetic_bytes(f"{row.file_id}/{n}", size // 4)
                 for n in range(3)
             }
-            target.write_bytes(_tarball(members))
+            archive = _tarball(members)
             expected[row.file_id] = {tarball_member_destination(name): data for name, data in members.items()}
-    return expected
+        target = root / row.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(archive)
+        unpacked = sum(map(len, expected[row.file_id].values()))
+        pinned.loc[row.Index, ["size_bytes", "size_exact", "unpacked_bytes", "unpacked_exact", "sha256"]] = [
+            str(len(archive)),
+            "true",
+            str(unpacked),
+            "true",
+            hashlib.sha256(archive).hexdigest(),
+        ]
+    return pinned, expected

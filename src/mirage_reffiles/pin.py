@@ -1,5 +1,6 @@
 """Pin the table to a trusted tree: copy each recorded download's exact size
-and SHA-256 into the table, so later downloads must match them byte for byte.
+and SHA-256, and its unpacked size, into the table, so later downloads must
+match them byte for byte and previews are exact.
 
     python -m mirage_reffiles.pin MIRAGE_DATA [--table config/reference_files.csv]
 """
@@ -28,7 +29,14 @@ def pin_table(table: pd.DataFrame, mirage_data: Path) -> tuple[pd.DataFrame, lis
         record = read_record(mirage_data, file_id)
         if record is None:
             continue
-        pinned.loc[file_id, ["size_bytes", "size_exact", "sha256"]] = [str(record.size), "true", record.sha256]
+        unpacked = sum(item.size for item in record.files)
+        pinned.loc[file_id, ["size_bytes", "size_exact", "unpacked_bytes", "unpacked_exact", "sha256"]] = [
+            str(record.size),
+            "true",
+            str(unpacked),
+            "true",
+            record.sha256,
+        ]
         done.append(file_id)
     return pinned, done
 

@@ -1,0 +1,119 @@
+"""What a build will fetch and whether it fits, before it starts.
+
+Only what is missing counts: a file whose target is on disk costs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .disk import free_space
+from .layout import target_path
+
+#: Downloads that may run at once; each holds its partial file until done.
+PARALLEL_DOWNLOADS = 8
+
+
+class SpaceError(ValueError):
+    """The build would not fit in the free space; the message gives the shortfall."""
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:,.2f} GB"
+
+
+def _size(value: str, exact: str) -> str:
+    if not value:
+        return "unknown"
+    return _gb(int(value)) + ("" if exact == "true" else "*")
+
+
+def _sum(column: pd.Series) -> int:
+    return int(pd.to_numeric(column, errors="coerce").fillna(0).sum())
+
+
+@dataclass
+class Plan:
+    """The cost of building a selection of the table into ``mirage_data``."""
+
+    name: str
+    mirage_data: Path
+    missing: pd.DataFrame
+    present: int
+    keep_archives: bool
+    free_bytes: int
+
+    @property
+    def download_bytes(self) -> int:
+        return _sum(self.missing.size_bytes)
+
+    @property
+    def unpacked_bytes(self) -> int:
+        return _sum(self.missing.unpacked_bytes)
+
+    @property
+    def estimated(self) -> bool:
+        """True when any size counted is an estimate (or unknown)."""
+        return bool(((self.missing.size_exact != "true") | (self.missing.unpacked_exact != "true")).any())
+
+    @property
+    def needed_bytes(self) -> int:
+        """Peak disk use: every unpacked file, plus the downloads while they are on disk."""
+        downloads = pd.to_numeric(self.missing.size_bytes, errors="coerce").fillna(0)
+        in_flight = downloads.sum() if self.keep_archives else downloads.nlargest(PARALLEL_DOWNLOADS).sum()
+        return self.unpacked_bytes + int(in_flight)
+
+    @property
+    def shortfall(self) -> int:
+        return max(0, self.needed_bytes - self.free_bytes)
+
+    def describe(self, per_file: bool = False) -> str:
+        """A human summary; ``per_file`` lists each file to fetch with its sizes."""
+        mark = " (estimate)" if self.estimated else ""
+        lines = [f"{self.name}: building {self.mirage_data}"]
+        if per_file and len(self.missing):
+            width = max(map(len, self.missing.file_id))
+            lines.append(f"  {'file to fetch':<{width}}  {'download':>12}  {'unpacked':>12}")
+            for row in self.missing.itertuples():
+                download = _size(row.size_bytes, row.size_exact)
+                unpacked = _size(row.unpacked_bytes, row.unpacked_exact)
+                lines.append(f"  {row.file_id:<{width}}  {download:>12}  {unpacked:>12}")
+            lines.append("  (* estimated from Mirage's size table)" if self.estimated else "")
+        kinds = self.missing.kind.eq("dark")
+        lines += [
+            f"  to fetch: {len(self.missing)} files ({int(kinds.sum())} darks, {int((~kinds).sum())} archives); "
+            f"already present: {self.present}",
+            f"  to download: {_gb(self.download_bytes)}{mark}; on disk after unpacking: "
+            f"{_gb(self.unpacked_bytes + (self.download_bytes if self.keep_archives else 0))}{mark}",
+            f"  free space: {_gb(self.free_bytes)}; needed at most: {_gb(self.needed_bytes)}{mark}",
+        ]
+        unknown = int((self.missing.size_bytes == "").sum())
+        if unknown:
+            lines.append(f"  {unknown} file(s) of unknown size are not counted")
+        if self.shortfall:
+            lines.append(
+                f"  WARNING: this does not fit: {_gb(self.shortfall)} more free space is needed on the "
+                f"filesystem of {self.mirage_data}"
+            )
+        return "\n".join(lines)
+
+    def check_fits(self) -> None:
+        """Raise :class:`SpaceError` when the build needs more than is free."""
+        if self.shortfall:
+            raise SpaceError(
+                f"not starting {self.name}: it needs {_gb(self.needed_bytes)}{' (estimate)' if self.estimated else ''}"
+                f" but {self.mirage_data} has {_gb(self.free_bytes)} free, {_gb(self.shortfall)} short. Free some "
+                "space, choose a smaller target (single_dark=true, skip_darks=true), or set "
+                "ignore_free_space=true to start anyway."
+            )
+
+
+def make_plan(name: str, mirage_data: Path, rows: pd.DataFrame, keep_archives: bool = False) -> Plan:
+    """The plan for building ``rows``: which are missing, and the space they need."""
+    present = rows.apply(lambda row: target_path(mirage_data, row).exists(), axis=1).astype(bool)
+    return Plan(
+        name, Path(mirage_data), rows[~present], int(present.sum()), keep_archives, free_space(Path(mirage_data))
+    )
