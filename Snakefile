@@ -8,7 +8,7 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/fetch.smk"
-include: "rules/verify.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -150,7 +150,9 @@ def get_unknown_target(wildcards):
 
 
 def report_environment(log):
-    """Write MIRAGE_DATA/mirage_env.sh and show the lines Mirage needs."""
+    """Write MIRAGE_DATA/mirage_env.sh and show the lines Mirage needs, after a build."""
+    if not ANNOUNCED:  # no target group was built (status, verify, ...)
+        return
     environment = mirage_environment(
         MIRAGE_DATA, config["crds_path"], config["crds_server_url"]
     )
@@ -161,14 +163,14 @@ def report_environment(log):
     )
 
 
-def get_verify_params(clear):
+def get_report_params(**extra):
+    """What the report scripts (status, verify, repair) need to know of the build."""
     return {
         "package": PACKAGE_ROOT,
         "mirage_data": str(MIRAGE_DATA),
         "table": TABLE_PATH,
         "selections": {name: list(rows.file_id) for name, rows in SELECTIONS.items()},
-        "with_sha256": config["verify_sha256"],
-        "clear_damaged": clear,
+        **extra,
     }
 
 

@@ -22,7 +22,11 @@ class SpaceError(ValueError):
 
 
 def _gb(n: float) -> str:
-    return f"{n / 1e9:,.2f} GB"
+    """Bytes in the unit that reads best."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.2f} {unit}"
+    return f"{n:,.0f} B"
 
 
 def _size(value: str, exact: str) -> str:
@@ -53,6 +57,11 @@ class Plan:
     @property
     def unpacked_bytes(self) -> int:
         return _sum(self.missing.unpacked_bytes)
+
+    @property
+    def on_disk_bytes(self) -> int:
+        """What the fetched files take once the build is done."""
+        return self.unpacked_bytes + (self.download_bytes if self.keep_archives else 0)
 
     @property
     def estimated(self) -> bool:
@@ -86,8 +95,8 @@ class Plan:
         lines += [
             f"  to fetch: {len(self.missing)} files ({int(kinds.sum())} darks, {int((~kinds).sum())} archives); "
             f"already present: {self.present}",
-            f"  to download: {_gb(self.download_bytes)}{mark}; on disk after unpacking: "
-            f"{_gb(self.unpacked_bytes + (self.download_bytes if self.keep_archives else 0))}{mark}",
+            f"  to download: {_gb(self.download_bytes)}{mark} ({self.download_bytes:,} bytes)",
+            f"  on disk after unpacking: {_gb(self.on_disk_bytes)}{mark} ({self.on_disk_bytes:,} bytes)",
             f"  free space: {_gb(self.free_bytes)}; needed at most: {_gb(self.needed_bytes)}{mark}",
         ]
         unknown = int((self.missing.size_bytes == "").sum())
@@ -111,9 +120,42 @@ class Plan:
             )
 
 
+def is_present(mirage_data: Path, rows: pd.DataFrame) -> pd.Series:
+    """For each row, whether its target is on disk (then it is never fetched)."""
+    return pd.Series(
+        [target_path(mirage_data, row).exists() for row in rows.itertuples()], index=rows.index, dtype=bool
+    )
+
+
+def status(mirage_data: Path, table: pd.DataFrame, selections: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Files and bytes present and missing, for each target group and each instrument.
+
+    Bytes present are the table's unpacked sizes; bytes missing, its download
+    sizes; ``sizes_exact`` says whether all of them were measured.
+    """
+    present = is_present(Path(mirage_data), table)
+    scopes = {("group", name): rows for name, rows in selections.items()}
+    scopes |= {("instrument", name): table[table.instrument == name] for name in table.instrument.unique()}
+    lines = []
+    for (scope, name), rows in scopes.items():
+        here = present.loc[rows.index]
+        lines.append(
+            {
+                "scope": scope,
+                "name": name,
+                "files_present": int(here.sum()),
+                "files_missing": int((~here).sum()),
+                "bytes_present": _sum(rows.unpacked_bytes[here]),
+                "bytes_missing": _sum(rows.size_bytes[~here]),
+                "sizes_exact": bool((rows.size_exact == "true").all() and (rows.unpacked_exact == "true").all()),
+            }
+        )
+    return pd.DataFrame(lines)
+
+
 def make_plan(name: str, mirage_data: Path, rows: pd.DataFrame, keep_archives: bool = False) -> Plan:
     """The plan for building ``rows``: which are missing, and the space they need."""
-    present = rows.apply(lambda row: target_path(mirage_data, row).exists(), axis=1).astype(bool)
+    present = is_present(mirage_data, rows)
     return Plan(
         name, Path(mirage_data), rows[~present], int(present.sum()), keep_archives, free_space(Path(mirage_data))
     )

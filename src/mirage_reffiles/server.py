@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -123,7 +124,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._answer(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, {"Content-Range": f"bytes */{size}"})
                 return HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE
             status = HTTPStatus.PARTIAL_CONTENT
-        headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Accept-Ranges": "bytes",
+            "Last-Modified": formatdate(file.stat().st_mtime, usegmt=True),
+        }
         if status == HTTPStatus.PARTIAL_CONTENT:
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         length = end - start + 1

@@ -86,7 +86,9 @@ class Progress:
     interval: float = 10.0
     stream: BinaryIO | None = None
     started: float = field(default_factory=time.monotonic)
-    _last: float = 0.0
+
+    def __post_init__(self):
+        self._last = self.started  # first report after one interval: small files only get the final line
 
     def _say(self, text: str) -> None:
         print(f"{self.label}: {text}", file=self.stream or sys.stderr, flush=True)

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from .disk import require_free_space
 from .layout import tarball_member_destination
 from .records import Produced
-from .transfer import FetchError
+from .transfer import FetchError, Progress
 
 GZIP_WBITS = 16 + zlib.MAX_WBITS
 #: Most output one call to the decompressor may produce, to bound memory
@@ -124,8 +124,15 @@ def extract_tarball(archive: Path, staging: Path) -> list[Produced]:
             members = tar.getmembers()
             for member in members:  # check everything before writing anything
                 _member_filter(member, str(staging))
-            require_free_space(staging, sum(m.size for m in members if m.isreg()), f"unpacking {archive.name}")
-            tar.extractall(staging, members=members, filter=_member_filter)
+            total = sum(m.size for m in members if m.isreg())
+            require_free_space(staging, total, f"unpacking {archive.name}")
+            progress = Progress(f"unpacking {archive.name}", total)
+            done = 0
+            for member in members:
+                tar.extract(member, staging, filter=_member_filter)
+                done += member.size if member.isreg() else 0
+                progress.update(done)
+            progress.finish(done)
     except (tarfile.TarError, EOFError, zlib.error) as error:
         raise UnpackError(f"corrupt or truncated tarball ({error})") from None
     return [

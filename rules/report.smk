@@ -1,10 +1,21 @@
+rule status:
+    log:
+        f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/status.log",
+    conda:
+        "../environment.yml"
+    params:
+        **get_report_params(csv=config["status_csv"]),
+    script:
+        "../scripts/report_status.py"
+
+
 rule verify:
     log:
         f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/verify.log",
     conda:
         "../environment.yml"
     params:
-        **get_verify_params(clear=False),
+        **get_report_params(with_sha256=config["verify_sha256"], clear_damaged=False),
     script:
         "../scripts/verify_tree.py"
 
@@ -18,7 +29,7 @@ checkpoint clear_damaged:
     conda:
         "../environment.yml"
     params:
-        **get_verify_params(clear=True),
+        **get_report_params(with_sha256=config["verify_sha256"], clear_damaged=True),
     script:
         "../scripts/verify_tree.py"
 
