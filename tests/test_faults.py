@@ -11,8 +11,8 @@ import sys
 import tarfile
 
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from mirage_reffiles import layout
 from mirage_reffiles.fetch import fetch_gzip, fetch_tarball
 from mirage_reffiles.mirror import synthetic_bytes

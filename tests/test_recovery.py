@@ -15,8 +15,8 @@ import tarfile
 import time
 
 import pytest
-from conftest import REPO, TABLE_CSV, Snakemake, expected_tree, tree
 
+from conftest import REPO, TABLE_CSV, Snakemake, expected_tree, tree
 from mirage_reffiles import layout
 from mirage_reffiles.mirror import build_mirror, synthetic_bytes
 from mirage_reffiles.server import serve
@@ -146,7 +146,9 @@ def test_a_build_that_cannot_fit_does_not_start(workdir, tmp_path, small_disk):
         result = run("all", config=subset_config(table_csv), check=False)
     assert result.returncode != 0
     needed = sum(map(int, rows.unpacked_bytes)) + sum(map(int, rows.size_bytes))
-    assert f"not starting all: it needs {needed / 1e9:,.2f} GB but {run.mirage_data} has" in result.stderr
+    assert f"not starting all: it needs {needed / 1e6:,.2f} MB ({needed:,} bytes) but {run.mirage_data} has" in (
+        result.stderr
+    )
     assert "short" in result.stderr and "ignore_free_space=true" in result.stderr
     assert server.requests == []
 

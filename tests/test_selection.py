@@ -10,8 +10,8 @@ import itertools
 
 import pandas as pd
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from mirage_reffiles.table import TableError, mirage_group, parse_instruments, select, select_group
 
 BASE_URL = "https://data.science.stsci.edu/redirect/JWST/jwst-simulations/mirage_reference_files/"

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, TABLE_CSV, Snakemake, expected_tree, tree
 
+from conftest import REPO, TABLE_CSV, Snakemake, expected_tree, tree
 from mirage_reffiles import layout
 from mirage_reffiles.server import Fault
 from mirage_reffiles.table import load_table, select

@@ -113,8 +113,9 @@ class Plan:
         """Raise :class:`SpaceError` when the build needs more than is free."""
         if self.shortfall:
             raise SpaceError(
-                f"not starting {self.name}: it needs {_gb(self.needed_bytes)}{' (estimate)' if self.estimated else ''}"
-                f" but {self.mirage_data} has {_gb(self.free_bytes)} free, {_gb(self.shortfall)} short. Free some "
+                f"not starting {self.name}: it needs {_gb(self.needed_bytes)} ({self.needed_bytes:,} bytes"
+                f"{', estimated' if self.estimated else ''}) but {self.mirage_data} has {_gb(self.free_bytes)} free, "
+                f"{_gb(self.shortfall)} short. Free some "
                 "space, choose a smaller target (single_dark=true, skip_darks=true), or set "
                 "ignore_free_space=true to start anyway."
             )
