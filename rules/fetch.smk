@@ -20,6 +20,8 @@ rule fetch_dark:
         fits=f"{MIRAGE_DATA}/{{dark}}",
     log:
         f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/{{dark}}.log",
+    # A failed try leaves its bytes in the partial download: the next resumes.
+    retries: 2
     conda:
         "envs/fetch.yaml"
     resources:
@@ -35,6 +37,8 @@ rule extract_tarball:
         record=f"{MIRAGE_DATA}/{layout.STATE_DIR}/records/{{tarball}}.json",
     log:
         f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/{{tarball}}.log",
+    # A failed try leaves its bytes in the partial download: the next resumes.
+    retries: 2
     conda:
         "envs/fetch.yaml"
     resources:

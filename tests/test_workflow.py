@@ -207,3 +207,15 @@ def test_pinned_table_refuses_a_changed_file(snakemake, server, mirror, table, w
     log = (snakemake.mirage_data / layout.STATE_DIR / "logs" / "mirage_fgs_cr_library.log").read_text()
     assert "sha256 check failed" in log
     assert not layout.record_path(snakemake.mirage_data, "mirage_fgs_cr_library").exists()
+
+
+def test_snakemakes_retries_resume_the_bytes_already_fetched(snakemake, server, mirror, table):
+    row = table.loc["fgs_raw_guider2_1"]
+    size = (mirror[0] / row.path).stat().st_size
+    server.faults[row.path] = Fault(drop_after=size // 2)
+    # No retry inside the job: the drop fails the job, and Snakemake's retry of it resumes.
+    snakemake("fgs_raw", config={"retries": 0, "skip_darks": False, "single_dark": True})
+    assert [r.range for r in server.requests_for(row.path)] == [None, f"bytes={size // 2}-"]
+    assert (snakemake.mirage_data / row.destination).read_bytes() == mirror[1][row.file_id][row.destination]
+    log = (snakemake.mirage_data / layout.STATE_DIR / "logs" / f"{row.destination}.log").read_text()
+    assert "done" in log
