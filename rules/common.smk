@@ -61,6 +61,14 @@ SELECTIONS = {
 
 DARKS = TABLE[TABLE.archive == "gz"].set_index("destination", drop=False)
 TARBALLS = TABLE[TABLE.archive == "tar.gz"]
+BY_PATH = TABLE.set_index("path", drop=False)
+
+# With downloads_on_submit_host, where the submit host puts each download for
+# a cluster job to unpack: the kept archive, or a file deleted once unpacked.
+if config["keep_archives"]:
+    DOWNLOADED = f"{MIRAGE_DATA}/{layout.ARCHIVE_DIR}/{{server_path}}"
+else:
+    DOWNLOADED = f"{MIRAGE_DATA}/{layout.STATE_DIR}/downloaded/{{server_path}}"
 
 
 def one_of(values):
@@ -71,6 +79,7 @@ def one_of(values):
 wildcard_constraints:
     dark=one_of(DARKS.destination),
     tarball=one_of(TARBALLS.file_id),
+    server_path=one_of(TABLE.path),
 
 
 def is_tarball(row):
@@ -109,36 +118,39 @@ def get_group_input(name):
 def get_row(wildcards):
     if "dark" in wildcards.keys():
         return DARKS.loc[wildcards.dark]
+    if "server_path" in wildcards.keys():
+        return BY_PATH.loc[wildcards.server_path]
     return TARBALLS.loc[wildcards.tarball]
 
 
-def get_fetch_args(wildcards):
+def get_downloaded(wildcards):
+    """With downloads_on_submit_host, the archive a fetch job unpacks; else nothing."""
+    if not config["downloads_on_submit_host"]:
+        return []
+    return DOWNLOADED.format(server_path=get_row(wildcards).path)
+
+
+def get_fetch_args(wildcards, input):
     """Command-line arguments of scripts/fetch_reffile.py for one row."""
     row = get_row(wildcards)
-    args = [
-        "--url",
-        BASE_URL + row.path,
-        "--mirage-data",
-        str(MIRAGE_DATA),
-        "--file-id",
-        row.file_id,
-        "--archive",
-        row.archive,
-        "--retries",
-        str(config["retries"]),
-        "--connect-timeout",
-        str(config["connect_timeout"]),
-        "--read-timeout",
-        str(config["read_timeout"]),
-    ]
+    download_only = "server_path" in wildcards.keys()
+    unpack_only = config["downloads_on_submit_host"] and not download_only
+    url = as_url(input.archive) if unpack_only else BASE_URL + row.path
+    args = ["--url", url, "--mirage-data", str(MIRAGE_DATA), "--file-id", row.file_id]
+    args += ["--archive", row.archive, "--retries", str(config["retries"])]
+    args += ["--connect-timeout", str(config["connect_timeout"])]
+    args += ["--read-timeout", str(config["read_timeout"])]
     if not is_tarball(row):
         args += ["--destination", row.destination]
     if row.size_exact == "true" and row.size_bytes:
         args += ["--size", row.size_bytes]
     if row.sha256:
         args += ["--sha256", row.sha256]
-    if config["keep_archives"]:
-        args += ["--keep-archive", str(layout.kept_archive_path(MIRAGE_DATA, row.path))]
+    if download_only:
+        args += ["--download-to", DOWNLOADED.format(server_path=row.path)]
+    elif config["keep_archives"] and not unpack_only:
+        kept = layout.kept_archive_path(MIRAGE_DATA, row.path)
+        args += ["--keep-archive", str(kept)]
     return shlex.join(args)
 
 

@@ -15,7 +15,14 @@ FETCH = (
 )
 
 
+# With downloads_on_submit_host these jobs only unpack: they take no share of
+# the cap on downloads.
+UNPACK_DOWNLOADS = 0 if config["downloads_on_submit_host"] else 1
+
+
 rule fetch_dark:
+    input:
+        archive=get_downloaded,
     output:
         fits=f"{MIRAGE_DATA}/{{dark}}",
     log:
@@ -25,7 +32,7 @@ rule fetch_dark:
     conda:
         "envs/fetch.yaml"
     resources:
-        downloads=1,
+        downloads=UNPACK_DOWNLOADS,
     params:
         args=get_fetch_args,
     shell:
@@ -33,6 +40,8 @@ rule fetch_dark:
 
 
 rule extract_tarball:
+    input:
+        archive=get_downloaded,
     output:
         record=f"{MIRAGE_DATA}/{layout.STATE_DIR}/records/{{tarball}}.json",
     log:
@@ -42,8 +51,31 @@ rule extract_tarball:
     conda:
         "envs/fetch.yaml"
     resources:
-        downloads=1,
+        downloads=UNPACK_DOWNLOADS,
     params:
         args=get_fetch_args,
     shell:
         f"{FETCH} {{params.args}} 2> {{log:q}}"
+
+
+if config["downloads_on_submit_host"]:
+
+    # For clusters whose compute nodes cannot reach the server: this host
+    # downloads, cluster jobs unpack.
+    localrules:
+        download_archive,
+
+    rule download_archive:
+        output:
+            archive=DOWNLOADED if config["keep_archives"] else temp(DOWNLOADED),
+        log:
+            f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/submit_host/{{server_path}}.log",
+        retries: 2
+        conda:
+            "envs/fetch.yaml"
+        resources:
+            downloads=1,
+        params:
+            args=get_fetch_args,
+        shell:
+            f"{FETCH} {{params.args}} 2> {{log:q}}"

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mirage_reffiles.fetch import fetch_gzip, fetch_tarball
+from mirage_reffiles.fetch import download_archive, fetch_gzip, fetch_tarball
 from mirage_reffiles.transfer import Expected, FetchError, RetryPolicy
 
 
@@ -22,6 +22,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, help="exact size in bytes, checked")
     parser.add_argument("--sha256", help="checked when given")
     parser.add_argument("--keep-archive", type=Path, help="keep the downloaded archive here")
+    parser.add_argument("--download-to", type=Path, help="only download (checked, not unpacked) to this file")
     parser.add_argument("--retries", type=int, default=5)
     parser.add_argument("--connect-timeout", type=float, default=30)
     parser.add_argument("--read-timeout", type=float, default=60)
@@ -34,7 +35,10 @@ def main(argv=None):
         ),
     }
     try:
-        if args.archive == "gz":
+        if args.download_to:
+            del common["kept_archive"]
+            download_archive(args.url, args.download_to, args.mirage_data, args.file_id, **common)
+        elif args.archive == "gz":
             fetch_gzip(args.url, args.mirage_data, args.file_id, args.destination, **common)
         else:
             fetch_tarball(args.url, args.mirage_data, args.file_id, **common)

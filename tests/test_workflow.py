@@ -22,7 +22,7 @@ def leftovers(mirage_data):
         str(path.relative_to(mirage_data))
         for path in mirage_data.rglob("*")
         if (path.is_file() and (path.suffix == ".part" or path.name.endswith((".gz", ".tar.gz"))))
-        or (("incoming" in path.parts or "downloads" in path.parts) and path.is_file())
+        or (path.is_file() and {"incoming", "downloads", "downloaded"} & set(path.parts))
     )
 
 
@@ -122,7 +122,7 @@ def test_bad_table_row_is_named(snakemake, server, workdir):
 def test_missing_file_fails_and_the_rest_completes(snakemake, server, table, config):
     rows = group_rows(table, config, "fgs_raw")
     gone = rows[rows.kind == "dark"].iloc[2]
-    server.faults[gone.path] = Fault(statuses=[404])
+    server.faults[gone.path] = Fault(statuses=[404] * 3)  # each of Snakemake's tries (retries: 2)
     result = snakemake("fgs_raw", "--keep-going", check=False)
     assert result.returncode != 0
     log = (snakemake.mirage_data / ".reffiles/logs" / f"{gone.destination}.log").read_text()
@@ -219,3 +219,18 @@ def test_snakemakes_retries_resume_the_bytes_already_fetched(snakemake, server, 
     assert (snakemake.mirage_data / row.destination).read_bytes() == mirror[1][row.file_id][row.destination]
     log = (snakemake.mirage_data / layout.STATE_DIR / "logs" / f"{row.destination}.log").read_text()
     assert "done" in log
+
+
+@pytest.mark.parametrize("keep_archives", [False, True])
+def test_downloads_on_submit_host_then_unpack(snakemake, server, mirror, table, config, keep_archives):
+    settings = {"downloads_on_submit_host": True, "keep_archives": keep_archives}
+    snakemake("fgs_raw", config=settings)
+    rows = group_rows(table, config, "fgs_raw")
+    built = tree(snakemake.mirage_data)
+    built.pop("mirage_env.sh")
+    archives = {path: data for path, data in built.items() if path.startswith("archives/")}
+    unpacked = {path: data for path, data in built.items() if not path.startswith("archives/")}
+    assert unpacked == expected_tree(mirror[1], rows)
+    assert len(archives) == (len(rows) if keep_archives else 0)
+    assert leftovers(snakemake.mirage_data) == ([] if not keep_archives else sorted(archives))
+    assert sorted(r.path for r in server.requests) == sorted(rows.path)

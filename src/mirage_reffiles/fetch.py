@@ -19,12 +19,14 @@ from pathlib import Path
 from . import layout
 from .disk import exclusive, is_disk_full, require_free_space
 from .records import Produced, Record, read_record, write_record
-from .transfer import Expected, FetchError, Progress, RetryPolicy, download
+from .transfer import Expected, FetchError, Progress, RetryPolicy, download, is_local, local_path
 from .unpack import GunzipSink, UnpackError, extract_tarball, move_into_place
 
 
-def _finish_download(partial: Path, kept_archive: Path | None) -> None:
+def _finish_download(partial: Path | None, kept_archive: Path | None) -> None:
     """Keep the compressed file where asked, else free its space."""
+    if partial is None:
+        return
     if kept_archive is None:
         partial.unlink(missing_ok=True)
     else:
@@ -32,10 +34,47 @@ def _finish_download(partial: Path, kept_archive: Path | None) -> None:
         os.replace(partial, kept_archive)
 
 
+def _partial(url: str, mirage_data: Path, file_id: str, archive: str, kept_archive: Path | None) -> Path | None:
+    """Where the compressed bytes are kept while they arrive; None to read a local file in place."""
+    if is_local(url) and kept_archive is None:
+        return None
+    return layout.partial_download_path(mirage_data, file_id, archive)
+
+
 def _is_complete(mirage_data: Path, file_id: str) -> bool:
     """True when a record exists and every file it lists is in place (another run did it)."""
     record = read_record(mirage_data, file_id)
     return record is not None and all((mirage_data / item.path).is_file() for item in record.files)
+
+
+def _receive_checked(url, partial, sink, file_id, expected, policy, room_factor, what) -> tuple[int, str]:
+    """Download into ``sink`` and close it; on bad bytes drop them, on a full disk say so.
+
+    Before the body arrives, ``room_factor`` times what is still to come
+    must be free where the bytes go.
+    """
+
+    def reserve(remaining: int) -> None:
+        require_free_space(partial or sink.path, room_factor * remaining, file_id)
+
+    try:
+        received = download(url, partial, sink, expected=expected, policy=policy, progress=Progress(file_id),
+                            reserve=reserve)  # fmt: skip
+        sink.close()
+        return received
+    except UnpackError:
+        sink.discard()
+        if partial is not None:
+            partial.unlink(missing_ok=True)  # the compressed bytes are what is wrong
+        raise
+    except OSError as error:
+        sink.discard()
+        if is_disk_full(error):
+            raise _disk_full(error, what) from None
+        raise
+    except BaseException:
+        sink.discard()
+        raise
 
 
 def _disk_full(error: OSError, what: str) -> FetchError:
@@ -62,30 +101,10 @@ def fetch_gzip(
     with exclusive(layout.lock_path(mirage_data, file_id), file_id):
         if _is_complete(mirage_data, file_id):
             return final
-        partial = layout.partial_download_path(mirage_data, file_id, "gz")
+        partial = _partial(url, mirage_data, file_id, "gz", kept_archive)
         sink = GunzipSink(layout.temporary_path(final))
-
-        def reserve(remaining: int) -> None:
-            # The unpacked file is at least as large as what is still to come.
-            require_free_space(final, 2 * remaining, file_id)
-
-        try:
-            size, sha256 = download(
-                url, partial, sink, expected=expected, policy=policy, progress=Progress(file_id), reserve=reserve
-            )
-            sink.close()
-        except UnpackError:
-            sink.discard()
-            partial.unlink(missing_ok=True)  # the compressed bytes are what is wrong
-            raise
-        except OSError as error:
-            sink.discard()
-            if is_disk_full(error):
-                raise _disk_full(error, destination) from None
-            raise
-        except BaseException:
-            sink.discard()
-            raise
+        # The unpacked file is at least as large as the download.
+        size, sha256 = _receive_checked(url, partial, sink, file_id, expected, policy, 2, destination)
         write_record(mirage_data, Record(file_id, url, size, sha256, [Produced(destination, sink.size, sink.sha256)]))
         os.replace(sink.path, final)
         _finish_download(partial, kept_archive)
@@ -110,22 +129,17 @@ def fetch_tarball(
     with exclusive(layout.lock_path(mirage_data, file_id), file_id):
         if _is_complete(mirage_data, file_id):
             return layout.record_path(mirage_data, file_id)
-        partial = layout.partial_download_path(mirage_data, file_id, "tar.gz")
+        partial = _partial(url, mirage_data, file_id, "tar.gz", kept_archive)
         staging = layout.staging_dir(mirage_data, file_id)
-
-        def reserve(remaining: int) -> None:
-            require_free_space(partial, remaining, file_id)
-
+        # The gzip CRC covers the whole stream, which tarfile never reads to the end.
+        check = GunzipSink(None, near=partial or staging)
+        size, sha256 = _receive_checked(url, partial, check, file_id, expected, policy, 1, file_id)
         try:
-            check = GunzipSink(None)  # the CRC of the whole stream, which tarfile never reads
-            size, sha256 = download(
-                url, partial, check, expected=expected, policy=policy, progress=Progress(file_id), reserve=reserve
-            )
-            check.close()
-            members = extract_tarball(partial, staging)
+            members = extract_tarball(partial or local_path(url), staging)
             move_into_place(staging, mirage_data)
         except UnpackError:
-            partial.unlink(missing_ok=True)
+            if partial is not None:
+                partial.unlink(missing_ok=True)
             raise
         except OSError as error:
             if is_disk_full(error):
@@ -136,3 +150,23 @@ def fetch_tarball(
         record = write_record(mirage_data, Record(file_id, url, size, sha256, members))
         _finish_download(partial, kept_archive)
     return record
+
+
+def download_archive(
+    url: str,
+    output: Path,
+    mirage_data: Path,
+    file_id: str,
+    *,
+    expected: Expected | None = None,
+    policy: RetryPolicy | None = None,
+) -> Path:
+    """Download a ``.gz`` or ``.tar.gz`` file as it is to ``output``, checked
+    (size, SHA-256, gzip CRC) but not unpacked: for a host that downloads
+    while other machines unpack."""
+    with exclusive(layout.lock_path(mirage_data, f"{file_id}.download"), file_id):
+        partial = layout.temporary_path(output)
+        check = GunzipSink(None, near=partial)
+        _receive_checked(url, partial, check, file_id, expected, policy, 1, output.name)
+        os.replace(partial, output)
+    return output

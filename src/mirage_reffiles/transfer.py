@@ -15,6 +15,7 @@ import re
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -183,7 +184,7 @@ def open_from(url: str, offset: int, policy: RetryPolicy):
 
 def download(
     url: str,
-    partial: Path,
+    partial: Path | None,
     sink: Sink,
     *,
     expected: Expected | None = None,
@@ -204,20 +205,24 @@ def download(
 
     On a failed check the partial file is deleted (its bytes are wrong) and
     :class:`FetchError` says which check failed; on running out of retries it
-    is kept so the next run resumes.
+    is kept so the next run resumes. With ``partial`` None the bytes go to
+    ``sink`` only: for a local file, where there is nothing to resume.
     """
     expected = expected or Expected()
     policy = policy or RetryPolicy()
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(partial, "a+b") as out:
-            done, total, digest = _receive(url, out, sink, policy, progress, reserve, sleep)
-            out.flush()
-            os.fsync(out.fileno())
-    except BaseException:
-        if partial.exists() and partial.stat().st_size == 0:
-            partial.unlink()
-        raise
+    if partial is None:
+        done, total, digest = _receive(url, _NoStore(), sink, policy, progress, reserve, sleep)
+    else:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(partial, "a+b") as out:
+                done, total, digest = _receive(url, out, sink, policy, progress, reserve, sleep)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            if partial.exists() and partial.stat().st_size == 0:
+                partial.unlink()
+            raise
     problem = None
     if total is not None and done != total:
         problem = f"received {done} bytes but the server announced {total}"
@@ -226,11 +231,40 @@ def download(
     elif expected.sha256 and digest.hexdigest() != expected.sha256.lower():
         problem = f"sha256 check failed: got {digest.hexdigest()}, the table says {expected.sha256}"
     if problem:
-        partial.unlink(missing_ok=True)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
         raise FetchError(f"{url}: {problem}; the bad bytes were discarded")
     if progress is not None:
         progress.finish(done)
     return done, digest.hexdigest()
+
+
+class _NoStore:
+    """A partial file that keeps nothing."""
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def write(self, chunk: bytes) -> None:
+        pass
+
+    def seek(self, offset: int) -> None:
+        pass
+
+    def truncate(self, size: int = 0) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def is_local(url: str) -> bool:
+    return url.startswith("file:")
+
+
+def local_path(url: str) -> Path:
+    """The file a ``file://`` URL names."""
+    return Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
 
 
 def _receive(url, out, sink, policy, progress, reserve, sleep):

@@ -34,8 +34,8 @@ class GunzipSink:
     stream that stops before its trailer is caught by :meth:`close`.
     """
 
-    def __init__(self, path: Path | None):
-        self.path = path
+    def __init__(self, path: Path | None, near: Path | None = None):
+        self.path = path or near  # where disk space is needed (the file, or what it checks)
         self._out = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
