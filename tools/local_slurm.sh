@@ -41,7 +41,7 @@ write_configs() {
     memory=$(awk '/MemTotal/ {print int($2 / 1048576 * 0.85) * 1024}' /proc/meminfo)
     node=$(slurmd -C | head -n 1 | sed -E "s/RealMemory=[0-9]+/RealMemory=$memory/")
     mkdir -p "$DIR/state" "$DIR/spool" /etc/slurm
-    cat >"$CONF" <<EOF
+    cat >"$CONF.new" <<EOF
 ClusterName=local
 SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
@@ -119,11 +119,14 @@ start_mariadb() {
 node_idle() { [ "$(sinfo -h -N -o %t 2>/dev/null | head -n 1)" = "idle" ]; }
 
 up() {
-    if [ -f "$CONF" ] && scontrol ping 2>/dev/null | grep -q UP && node_idle; then
+    write_configs
+    if cmp -s "$CONF.new" "$CONF" && scontrol ping 2>/dev/null | grep -q UP && node_idle; then
+        rm "$CONF.new"
         log "already up"
         return 0
     fi
-    write_configs
+    stop_daemons  # whatever runs with another configuration
+    mv "$CONF.new" "$CONF"
     start_munge
     start_mariadb
     pgrep -F "$DIR/slurmdbd.pid" >/dev/null 2>&1 || /usr/sbin/slurmdbd
@@ -150,12 +153,16 @@ stop_pid() { # name, pid file
     fi
 }
 
-down() {
+stop_daemons() {
     stop_pid slurmd "$DIR/slurmd.pid"
     stop_pid slurmctld "$DIR/slurmctld.pid"
     stop_pid slurmdbd "$DIR/slurmdbd.pid"
     stop_pid mariadbd "$DIR/mysql-run/mariadb.pid"
     stop_pid munged /run/munge/munged.pid
+}
+
+down() {
+    stop_daemons
     # With slurm.conf present but no slurmctld, every SLURM client call (and so
     # every snakemake start, through the executor plugin) waits ~10 s.
     [ -f "$CONF" ] && mv "$CONF" "$CONF.down"
