@@ -24,7 +24,7 @@ from mirage_reffiles.table import (
     select,
     vocabulary,
 )
-from mirage_reffiles.transfer import as_url
+from mirage_reffiles.transfer import as_base_url, as_url
 
 with open(Path(workflow.basedir) / "config/schemas/config.schema.yaml") as handle:
     config.update(coerce_flags(config, yaml.safe_load(handle)))
@@ -35,9 +35,7 @@ MIRAGE_DATA = (
     .expanduser()
     .absolute()
 )
-BASE_URL = as_url(config["base_url"])
-if not BASE_URL.endswith("/"):
-    BASE_URL += "/"
+BASE_URL = as_base_url(config["base_url"])
 OPTIONS = {key: config[key] for key in (*SKIP_FLAGS, "single_dark")}
 
 with open(

@@ -27,7 +27,7 @@ def pin_table(table: pd.DataFrame, mirage_data: Path) -> tuple[pd.DataFrame, lis
     done = []
     for file_id in table.index:
         record = read_record(mirage_data, file_id)
-        if record is None:
+        if record is None or not record.sha256:  # not fetched, or adopted without its download
             continue
         unpacked = sum(item.size for item in record.files)
         pinned.loc[file_id, ["size_bytes", "size_exact", "unpacked_bytes", "unpacked_exact", "sha256"]] = [

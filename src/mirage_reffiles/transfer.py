@@ -120,6 +120,16 @@ def as_url(location: str) -> str:
     return Path(location).resolve().as_uri()
 
 
+def as_base_url(location: str) -> str:
+    """``location`` as a URL to which a table path can be appended.
+
+    >>> as_base_url("https://example.org/files")
+    'https://example.org/files/'
+    """
+    url = as_url(location)
+    return url if url.endswith("/") else url + "/"
+
+
 def _content_range(value: str | None) -> tuple[int, int | None]:
     match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", (value or "").strip())
     if not match:

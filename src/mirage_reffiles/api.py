@@ -1,0 +1,137 @@
+"""Mirage's ``download_reffiles()``, as a build of this workflow.
+
+    >>> from mirage_reffiles import download_reffiles
+    >>> download_reffiles("/data/mirage", instrument="nircam", single_dark=True)  # doctest: +SKIP
+
+Runs the workflow (Snakefile beside this package's source) through
+Snakemake's Python API, with the settings of its workflow profile
+(``profiles/default``), exactly as ``snakemake`` on the command line would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from .adopt import adopt_mirage_tree
+from .table import load_table, mirage_group
+from .transfer import as_base_url
+
+WORKFLOW_DIR = Path(__file__).resolve().parents[2]
+DEFAULT_BASE_URL = "https://data.science.stsci.edu/redirect/JWST/jwst-simulations/mirage_reference_files/"
+
+
+class WorkflowNotFound(RuntimeError):
+    pass
+
+
+def workflow_dir() -> Path:
+    if not (WORKFLOW_DIR / "Snakefile").is_file():
+        raise WorkflowNotFound(
+            f"the workflow (Snakefile, rules/, config/) is not beside the package at {WORKFLOW_DIR}: "
+            "install from a checkout of the repository with `pip install -e .`"
+        )
+    return WORKFLOW_DIR
+
+
+def profile_settings(profile: Path) -> dict:
+    """The workflow profile's settings, as keyword arguments of Snakemake's settings classes."""
+    from snakemake.settings.enums import RerunTrigger
+
+    values = yaml.safe_load(profile.read_text())
+    known = {"rerun-triggers", "resources", "rerun-incomplete", "nolock"}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"{profile}: download_reffiles() does not apply {sorted(unknown)}; teach it to")
+    return {
+        "rerun_triggers": {RerunTrigger.parse_choice(t) for t in values.get("rerun-triggers", [])},
+        "resources": {name: int(value) for name, value in (r.split("=", 1) for r in values.get("resources", []))},
+        "force_incomplete": bool(values.get("rerun-incomplete", False)),
+        "lock": not values.get("nolock", False),
+    }
+
+
+def download_reffiles(
+    directory: str | Path,
+    instrument: str = "all",
+    dark_type: str = "linearized",
+    skip_darks: bool = False,
+    single_dark: bool = False,
+    skip_cosmic_rays: bool = False,
+    skip_psfs: bool = False,
+    skip_soss: bool = False,
+    *,
+    cores: int = 8,
+    base_url: str = DEFAULT_BASE_URL,
+    dry_run: bool = False,
+    remove_mirage_archives: bool = False,
+    config: dict | None = None,
+) -> Path:
+    """Download Mirage's reference files into ``directory/mirage_data``.
+
+    The arguments mean what they mean in ``mirage.reference_files.downloader.
+    download_reffiles``; ``cores`` is how many jobs run at once, ``base_url``
+    where the files are served (``https://``, ``file://`` or a folder), and
+    ``dry_run`` shows what would be fetched without fetching. A tree that
+    Mirage's own downloader left in ``directory`` is adopted first: what is
+    complete is not fetched again (its ``.gz``/``.tar.gz`` copies are deleted
+    only with ``remove_mirage_archives``). ``config`` sets any other key of
+    ``config/config.yaml`` (say ``keep_archives``). Returns MIRAGE_DATA, after
+    the build has printed the ``export MIRAGE_DATA=...`` line for Mirage.
+
+    Raises ``ValueError`` naming the valid choices for a bad instrument or
+    dark type, before anything is downloaded.
+    """
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (
+        ConfigSettings,
+        DAGSettings,
+        ExecutionSettings,
+        OutputSettings,
+        ResourceSettings,
+    )
+
+    mirage_group(instrument, dark_type)  # fails fast, naming the valid choices
+    directory = Path(directory).expanduser().resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    mirage_data = directory / "mirage_data"
+    workflow = workflow_dir()
+    profile = profile_settings(workflow / "profiles" / "default" / "config.yaml")
+    build_config = {
+        **(config or {}),
+        "mirage_data": str(mirage_data),
+        "base_url": base_url,
+        "instrument": instrument,
+        "dark_type": dark_type,
+        "skip_darks": skip_darks,
+        "single_dark": single_dark,
+        "skip_cosmic_rays": skip_cosmic_rays,
+        "skip_psfs": skip_psfs,
+        "skip_soss": skip_soss,
+    }
+    if mirage_data.is_dir() and not dry_run:
+        table = build_config.get("reference_table") or workflow / "config" / "reference_files.csv"
+        adoption = adopt_mirage_tree(directory, load_table(table), as_base_url(base_url), remove_mirage_archives)
+        if adoption.adopted or adoption.leftovers:
+            print(adoption.describe(removed=remove_mirage_archives))
+    with SnakemakeApi(OutputSettings()) as api:
+        workflow_api = api.workflow(
+            resource_settings=ResourceSettings(cores=cores, resources=profile["resources"]),
+            config_settings=ConfigSettings(config=build_config),
+            snakefile=workflow / "Snakefile",
+            workdir=directory,
+        )
+        dag_api = workflow_api.dag(
+            dag_settings=DAGSettings(
+                targets={"all"},
+                rerun_triggers=profile["rerun_triggers"],
+                force_incomplete=profile["force_incomplete"],
+            )
+        )
+        dag_api.execute_workflow(
+            executor="local",
+            pseudo_executor="dryrun" if dry_run else None,
+            execution_settings=ExecutionSettings(lock=profile["lock"]),
+        )
+    return mirage_data

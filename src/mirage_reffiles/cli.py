@@ -1,0 +1,83 @@
+"""mirage-reffiles: Mirage's download_reffiles() from the command line.
+
+mirage-reffiles /data/mirage --instrument nircam,niriss --dark-type both --single-dark
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .table import DARK_TYPES, TableError, parse_instruments
+
+
+def _instrument(value: str) -> str:
+    try:
+        parse_instruments(value)
+    except TableError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    from .api import DEFAULT_BASE_URL
+
+    p = argparse.ArgumentParser(
+        prog="mirage-reffiles",
+        description="Download Mirage's reference files into DIRECTORY/mirage_data (MIRAGE_DATA), "
+        "as Mirage's downloader.download_reffiles() does: in parallel, resumable, verified, and "
+        "never fetching a file that is already there.",
+    )
+    p.add_argument("directory", help="download folder; MIRAGE_DATA becomes DIRECTORY/mirage_data")
+    p.add_argument(
+        "--instrument",
+        type=_instrument,
+        default="all",
+        help="'all', one of nircam, niriss, fgs, or a comma-separated list (default: %(default)s)",
+    )
+    p.add_argument(
+        "--dark-type", choices=list(DARK_TYPES), default="linearized", help="darks to fetch (default: %(default)s)"
+    )
+    p.add_argument("--skip-darks", action="store_true", help="leave out the dark current files")
+    p.add_argument(
+        "--single-dark",
+        action="store_true",
+        help="one dark per NIRCam detector, one for NIRISS and one per FGS guider",
+    )
+    p.add_argument("--skip-cosmic-rays", action="store_true", help="leave out the cosmic ray libraries")
+    p.add_argument("--skip-psfs", action="store_true", help="leave out the PSF libraries (and NIRCam PSF wings)")
+    p.add_argument("--skip-soss", action="store_true", help="leave out the NIRISS SOSS PSFs")
+    p.add_argument("--cores", type=int, default=8, help="jobs at once (default: %(default)s)")
+    p.add_argument(
+        "--base-url", default=DEFAULT_BASE_URL, help="where the files are served: https://, file:// or a folder"
+    )
+    p.add_argument("--dry-run", "-n", action="store_true", help="show what would be fetched, with sizes; fetch nothing")
+    p.add_argument(
+        "--remove-mirage-archives",
+        action="store_true",
+        help="delete the .gz/.tar.gz copies that Mirage's own downloader left in DIRECTORY",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    from .api import download_reffiles
+
+    download_reffiles(
+        args.directory,
+        instrument=args.instrument,
+        dark_type=args.dark_type,
+        skip_darks=args.skip_darks,
+        single_dark=args.single_dark,
+        skip_cosmic_rays=args.skip_cosmic_rays,
+        skip_psfs=args.skip_psfs,
+        skip_soss=args.skip_soss,
+        cores=args.cores,
+        base_url=args.base_url,
+        dry_run=args.dry_run,
+        remove_mirage_archives=args.remove_mirage_archives,
+    )
+
+
+if __name__ == "__main__":
+    main()
