@@ -1,6 +1,5 @@
 import os
 import re
-import shlex
 import sys
 from pathlib import Path
 
@@ -24,7 +23,8 @@ from mirage_reffiles.table import (
     select,
     vocabulary,
 )
-from mirage_reffiles.transfer import as_base_url, as_url
+from mirage_reffiles.fetch import FetchRequest, fetch_logged
+from mirage_reffiles.transfer import Expected, RetryPolicy, as_base_url, as_url
 
 with open(Path(workflow.basedir) / "config/schemas/config.schema.yaml") as handle:
     config.update(coerce_flags(config, yaml.safe_load(handle)))
@@ -71,13 +71,22 @@ else:
 
 def one_of(values):
     """A regex matching exactly the given values (and nothing when there are none)."""
-    return "|".join(map(re.escape, values)) or "(?!)"
+    return (
+        "(?:" + "|".join(map(re.escape, sorted(set(values)))) + ")"
+        if len(values)
+        else "(?!)"
+    )
 
 
+# Built from the table's own values; shapes rather than one long alternation
+# of every path, which Snakemake would compile over and over.
 wildcard_constraints:
-    dark=one_of(DARKS.destination),
+    dark=(
+        f"{one_of(DARKS.instrument)}/darks/{one_of(DARKS.dark_type)}/"
+        r"(?:[AB][1-5]/)?[^/]+\.fits"
+    ),
     tarball=one_of(TARBALLS.file_id),
-    server_path=one_of(TABLE.path),
+    server_path=f"{one_of(TABLE.instrument)}/[^\\s]+\\.gz",
 
 
 def is_tarball(row):
@@ -128,28 +137,32 @@ def get_downloaded(wildcards):
     return DOWNLOADED.format(server_path=get_row(wildcards).path)
 
 
-def get_fetch_args(wildcards, input):
-    """Command-line arguments of scripts/fetch_reffile.py for one row."""
+def get_fetch_request(wildcards, input):
+    """What the job for one row must do (see mirage_reffiles.fetch.FetchRequest)."""
     row = get_row(wildcards)
     download_only = "server_path" in wildcards.keys()
     unpack_only = config["downloads_on_submit_host"] and not download_only
-    url = as_url(input.archive) if unpack_only else BASE_URL + row.path
-    args = ["--url", url, "--mirage-data", str(MIRAGE_DATA), "--file-id", row.file_id]
-    args += ["--archive", row.archive, "--retries", str(config["retries"])]
-    args += ["--connect-timeout", str(config["connect_timeout"])]
-    args += ["--read-timeout", str(config["read_timeout"])]
-    if not is_tarball(row):
-        args += ["--destination", row.destination]
-    if row.size_exact == "true" and row.size_bytes:
-        args += ["--size", row.size_bytes]
-    if row.sha256:
-        args += ["--sha256", row.sha256]
-    if download_only:
-        args += ["--download-to", DOWNLOADED.format(server_path=row.path)]
-    elif config["keep_archives"] and not unpack_only:
-        kept = layout.kept_archive_path(MIRAGE_DATA, row.path)
-        args += ["--keep-archive", str(kept)]
-    return shlex.join(args)
+    keep = config["keep_archives"] and not unpack_only and not download_only
+    return FetchRequest(
+        url=as_url(input.archive) if unpack_only else BASE_URL + row.path,
+        mirage_data=MIRAGE_DATA,
+        file_id=row.file_id,
+        archive=row.archive,
+        destination=row.destination,
+        expected=Expected(
+            size=int(row.size_bytes) if row.size_exact == "true" else None,
+            sha256=row.sha256 or None,
+        ),
+        kept_archive=layout.kept_archive_path(MIRAGE_DATA, row.path) if keep else None,
+        download_to=(
+            Path(DOWNLOADED.format(server_path=row.path)) if download_only else None
+        ),
+        policy=RetryPolicy(
+            retries=config["retries"],
+            connect_timeout=config["connect_timeout"],
+            read_timeout=config["read_timeout"],
+        ),
+    )
 
 
 def get_unknown_target(wildcards):

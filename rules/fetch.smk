@@ -1,19 +1,8 @@
-from snakemake.settings.types import DeploymentMethod
-
-# Download jobs run the standard-library-only fetch code under `python -S`:
-# skipping site-packages saves tens of milliseconds per job, which is most of
-# the cost when the files are small. With --use-conda the job's environment
-# provides python; otherwise it is the one running Snakemake.
-PYTHON = (
-    "python"
-    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-    else shlex.quote(sys.executable)
-)
-FETCH = (
-    f"PYTHONPATH={shlex.quote(PACKAGE_ROOT)} {PYTHON} -S "
-    f"{shlex.quote(str(Path(workflow.basedir) / 'scripts/fetch_reffile.py'))}"
-)
-
+# Every job runs in a thread of the Snakemake process (force-use-threads in
+# profiles/default): no interpreter to start per file, which is most of the
+# cost when files are small. The bytes are moved by zlib, hashlib and the
+# socket layer, which release the GIL. On a cluster each job is its own
+# process anyway.
 
 # With downloads_on_submit_host these jobs only unpack: they take no share of
 # the cap on downloads.
@@ -29,14 +18,12 @@ rule fetch_dark:
         f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/{{dark}}.log",
     # A failed try leaves its bytes in the partial download: the next resumes.
     retries: 2
-    conda:
-        "envs/fetch.yaml"
     resources:
         downloads=UNPACK_DOWNLOADS,
     params:
-        args=get_fetch_args,
-    shell:
-        f"{FETCH} {{params.args}} 2> {{log:q}}"
+        request=get_fetch_request,
+    run:
+        fetch_logged(params.request, log[0])
 
 
 rule extract_tarball:
@@ -46,16 +33,13 @@ rule extract_tarball:
         record=f"{MIRAGE_DATA}/{layout.STATE_DIR}/records/{{tarball}}.json",
     log:
         f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/{{tarball}}.log",
-    # A failed try leaves its bytes in the partial download: the next resumes.
     retries: 2
-    conda:
-        "envs/fetch.yaml"
     resources:
         downloads=UNPACK_DOWNLOADS,
     params:
-        args=get_fetch_args,
-    shell:
-        f"{FETCH} {{params.args}} 2> {{log:q}}"
+        request=get_fetch_request,
+    run:
+        fetch_logged(params.request, log[0])
 
 
 if config["downloads_on_submit_host"]:
@@ -71,11 +55,9 @@ if config["downloads_on_submit_host"]:
         log:
             f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/submit_host/{{server_path}}.log",
         retries: 2
-        conda:
-            "envs/fetch.yaml"
         resources:
             downloads=1,
         params:
-            args=get_fetch_args,
-        shell:
-            f"{FETCH} {{params.args}} 2> {{log:q}}"
+            request=get_fetch_request,
+        run:
+            fetch_logged(params.request, log[0])

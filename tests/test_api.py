@@ -149,7 +149,7 @@ def test_download_reffiles_applies_the_whole_workflow_profile():
     assert settings["resources"] == {"downloads": 8} and settings["lock"] is False
 
 
-def test_importing_the_package_needs_nothing_beyond_the_standard_library():
+def test_the_download_code_needs_nothing_beyond_the_standard_library():
     heavy = "('pandas', 'snakemake', 'yaml', 'requests')"
     code = f"import sys, mirage_reffiles.fetch; print(sorted(m for m in {heavy} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True,

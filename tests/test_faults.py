@@ -238,14 +238,14 @@ def test_two_runs_on_one_file_fetch_it_once(tmp_path, mirage_data):
     root = tmp_path / "server"
     (root / "d").mkdir(parents=True)
     (root / "d/dark.fits.gz").write_bytes(DARK_GZ)
-    command = [
-        sys.executable, "-S", str(REPO / "scripts/fetch_reffile.py"), "--url", "", "--mirage-data", str(mirage_data),
-        "--file-id", "dark", "--archive", "gz", "--destination", DEST,
-    ]  # fmt: skip
-    env = {"PYTHONPATH": str(REPO / "src")}
     with serve(root, rate=2_000_000) as server:  # slow enough for the two to overlap
-        command[4] = server.url + "d/dark.fits.gz"
-        runs = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        code = (
+            "import sys; from pathlib import Path; from mirage_reffiles.fetch import fetch_gzip; "
+            f"fetch_gzip({server.url + 'd/dark.fits.gz'!r}, Path({str(mirage_data)!r}), 'dark', {DEST!r})"
+        )
+        env = {"PYTHONPATH": str(REPO / "src")}
+        runs = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]  # fmt: skip
         outputs = [run.communicate(timeout=60)[1] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
     assert len(server.requests) == 1

@@ -40,7 +40,7 @@ def profile_settings(profile: Path) -> dict:
     from snakemake.settings.enums import RerunTrigger
 
     values = yaml.safe_load(profile.read_text())
-    known = {"rerun-triggers", "resources", "rerun-incomplete", "nolock"}
+    known = {"rerun-triggers", "resources", "rerun-incomplete", "nolock", "force-use-threads"}
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"{profile}: download_reffiles() does not apply {sorted(unknown)}; teach it to")
@@ -49,6 +49,7 @@ def profile_settings(profile: Path) -> dict:
         "resources": {name: int(value) for name, value in (r.split("=", 1) for r in values.get("resources", []))},
         "force_incomplete": bool(values.get("rerun-incomplete", False)),
         "lock": not values.get("nolock", False),
+        "use_threads": bool(values.get("force-use-threads", False)),
     }
 
 
@@ -132,6 +133,6 @@ def download_reffiles(
         dag_api.execute_workflow(
             executor="local",
             pseudo_executor="dryrun" if dry_run else None,
-            execution_settings=ExecutionSettings(lock=profile["lock"]),
+            execution_settings=ExecutionSettings(lock=profile["lock"], use_threads=profile["use_threads"]),
         )
     return mirage_data

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from .transfer import FetchError
 
@@ -40,7 +41,7 @@ def is_disk_full(error: BaseException) -> bool:
 
 
 @contextmanager
-def exclusive(lock_file: Path, what: str) -> Iterator[None]:
+def exclusive(lock_file: Path, what: str, log: TextIO | None = None) -> Iterator[None]:
     """Hold an exclusive lock on ``lock_file``, waiting for another holder.
 
     The kernel drops the lock when its holder dies, so a killed run never
@@ -51,7 +52,7 @@ def exclusive(lock_file: Path, what: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"{what}: another run is fetching it; waiting for it to finish", file=sys.stderr, flush=True)
+            print(f"{what}: another run is fetching it; waiting for it to finish", file=log or sys.stderr, flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

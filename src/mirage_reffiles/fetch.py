@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from . import layout
 from .disk import exclusive, is_disk_full, require_free_space
@@ -47,7 +49,7 @@ def _is_complete(mirage_data: Path, file_id: str) -> bool:
     return record is not None and all((mirage_data / item.path).is_file() for item in record.files)
 
 
-def _receive_checked(url, partial, sink, file_id, expected, policy, room_factor, what) -> tuple[int, str]:
+def _receive_checked(url, partial, sink, file_id, expected, policy, room_factor, what, log) -> tuple[int, str]:
     """Download into ``sink`` and close it; on bad bytes drop them, on a full disk say so.
 
     Before the body arrives, ``room_factor`` times what is still to come
@@ -58,8 +60,8 @@ def _receive_checked(url, partial, sink, file_id, expected, policy, room_factor,
         require_free_space(partial or sink.path, room_factor * remaining, file_id)
 
     try:
-        received = download(url, partial, sink, expected=expected, policy=policy, progress=Progress(file_id),
-                            reserve=reserve)  # fmt: skip
+        received = download(url, partial, sink, expected=expected, policy=policy, reserve=reserve, log=log,
+                            progress=Progress(file_id, stream=log))  # fmt: skip
         sink.close()
         return received
     except UnpackError:
@@ -90,6 +92,7 @@ def fetch_gzip(
     expected: Expected | None = None,
     kept_archive: Path | None = None,
     policy: RetryPolicy | None = None,
+    log: TextIO | None = None,
 ) -> Path:
     """Download a ``.gz`` file and gunzip it to ``mirage_data/destination``.
 
@@ -98,13 +101,13 @@ def fetch_gzip(
     into place. Returns the final path.
     """
     final = mirage_data / destination
-    with exclusive(layout.lock_path(mirage_data, file_id), file_id):
+    with exclusive(layout.lock_path(mirage_data, file_id), file_id, log):
         if _is_complete(mirage_data, file_id):
             return final
         partial = _partial(url, mirage_data, file_id, "gz", kept_archive)
         sink = GunzipSink(layout.temporary_path(final))
         # The unpacked file is at least as large as the download.
-        size, sha256 = _receive_checked(url, partial, sink, file_id, expected, policy, 2, destination)
+        size, sha256 = _receive_checked(url, partial, sink, file_id, expected, policy, 2, destination, log)
         write_record(mirage_data, Record(file_id, url, size, sha256, [Produced(destination, sink.size, sink.sha256)]))
         os.replace(sink.path, final)
         _finish_download(partial, kept_archive)
@@ -119,6 +122,7 @@ def fetch_tarball(
     expected: Expected | None = None,
     kept_archive: Path | None = None,
     policy: RetryPolicy | None = None,
+    log: TextIO | None = None,
 ) -> Path:
     """Download a ``.tar.gz`` file and extract its members under ``mirage_data``.
 
@@ -126,16 +130,16 @@ def fetch_tarball(
     into place, and the record listing them is written last: it is the mark
     that the extraction is complete. Returns the record's path.
     """
-    with exclusive(layout.lock_path(mirage_data, file_id), file_id):
+    with exclusive(layout.lock_path(mirage_data, file_id), file_id, log):
         if _is_complete(mirage_data, file_id):
             return layout.record_path(mirage_data, file_id)
         partial = _partial(url, mirage_data, file_id, "tar.gz", kept_archive)
         staging = layout.staging_dir(mirage_data, file_id)
         # The gzip CRC covers the whole stream, which tarfile never reads to the end.
         check = GunzipSink(None, near=partial or staging)
-        size, sha256 = _receive_checked(url, partial, check, file_id, expected, policy, 1, file_id)
+        size, sha256 = _receive_checked(url, partial, check, file_id, expected, policy, 1, file_id, log)
         try:
-            members = extract_tarball(partial or local_path(url), staging)
+            members = extract_tarball(partial or local_path(url), staging, log)
             move_into_place(staging, mirage_data)
         except UnpackError:
             if partial is not None:
@@ -160,13 +164,51 @@ def download_archive(
     *,
     expected: Expected | None = None,
     policy: RetryPolicy | None = None,
+    log: TextIO | None = None,
 ) -> Path:
     """Download a ``.gz`` or ``.tar.gz`` file as it is to ``output``, checked
     (size, SHA-256, gzip CRC) but not unpacked: for a host that downloads
     while other machines unpack."""
-    with exclusive(layout.lock_path(mirage_data, f"{file_id}.download"), file_id):
+    with exclusive(layout.lock_path(mirage_data, f"{file_id}.download"), file_id, log):
         partial = layout.temporary_path(output)
         check = GunzipSink(None, near=partial)
-        _receive_checked(url, partial, check, file_id, expected, policy, 1, output.name)
+        _receive_checked(url, partial, check, file_id, expected, policy, 1, output.name, log)
         os.replace(partial, output)
     return output
+
+
+@dataclass
+class FetchRequest:
+    """One row of the table to fetch, as a build job asks for it."""
+
+    url: str
+    mirage_data: Path
+    file_id: str
+    archive: str  # "gz" (gunzipped to destination) or "tar.gz" (extracted under mirage_data)
+    destination: str = ""
+    expected: Expected = field(default_factory=Expected)
+    kept_archive: Path | None = None  # keep the download here
+    download_to: Path | None = None  # only download, checked, to this file
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
+    """Do what ``request`` asks; the file that stands for it being done is returned."""
+    common = {"expected": request.expected, "policy": request.policy, "log": log}
+    if request.download_to is not None:
+        return download_archive(request.url, request.download_to, request.mirage_data, request.file_id, **common)
+    common["kept_archive"] = request.kept_archive
+    if request.archive == "gz":
+        return fetch_gzip(request.url, request.mirage_data, request.file_id, request.destination, **common)
+    return fetch_tarball(request.url, request.mirage_data, request.file_id, **common)
+
+
+def fetch_logged(request: FetchRequest, log_path: str | Path) -> Path:
+    """:func:`fetch`, with progress and any failure written to ``log_path`` (a build job's log)."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        try:
+            return fetch(request, log)
+        except FetchError as error:
+            print(f"{request.file_id}: {error}", file=log, flush=True)
+            raise FetchError(f"{request.file_id}: {error}") from None

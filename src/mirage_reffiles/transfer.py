@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol, TextIO
 
 CHUNK_SIZE = 1 << 20
 USER_AGENT = "mirage-reffiles"
@@ -85,7 +85,7 @@ class Progress:
     label: str
     total: int | None = None
     interval: float = 10.0
-    stream: BinaryIO | None = None
+    stream: TextIO | None = None
     started: float = field(default_factory=time.monotonic)
 
     def __post_init__(self):
@@ -202,6 +202,7 @@ def download(
     progress: Progress | None = None,
     reserve: Callable[[int], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    log: TextIO | None = None,
 ) -> tuple[int, str]:
     """Stream ``url`` into ``partial``, passing every byte to ``sink``.
 
@@ -211,7 +212,8 @@ def download(
     resuming where the bytes stopped. Returns ``(size, sha256)`` once the byte
     count matches what the server announced and what ``expected`` says.
     ``reserve(n)`` is called before the body is read with the number of bytes
-    still to come, when the server says; it raises to refuse them.
+    still to come, when the server says; it raises to refuse them. Retries
+    are reported to ``log`` (standard error by default).
 
     On a failed check the partial file is deleted (its bytes are wrong) and
     :class:`FetchError` says which check failed; on running out of retries it
@@ -221,12 +223,12 @@ def download(
     expected = expected or Expected()
     policy = policy or RetryPolicy()
     if partial is None:
-        done, total, digest = _receive(url, _NoStore(), sink, policy, progress, reserve, sleep)
+        done, total, digest = _receive(url, _NoStore(), sink, policy, progress, reserve, sleep, log or sys.stderr)
     else:
         partial.parent.mkdir(parents=True, exist_ok=True)
         try:
             with open(partial, "a+b") as out:
-                done, total, digest = _receive(url, out, sink, policy, progress, reserve, sleep)
+                done, total, digest = _receive(url, out, sink, policy, progress, reserve, sleep, log or sys.stderr)
                 out.flush()
                 os.fsync(out.fileno())
         except BaseException:
@@ -277,7 +279,7 @@ def local_path(url: str) -> Path:
     return Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
 
 
-def _receive(url, out, sink, policy, progress, reserve, sleep):
+def _receive(url, out, sink, policy, progress, reserve, sleep, log):
     """Replay ``out``'s bytes into ``sink``, then append the rest from ``url``."""
     digest = hashlib.sha256()
     done = 0
@@ -294,7 +296,7 @@ def _receive(url, out, sink, policy, progress, reserve, sleep):
                 return done, total, digest
             with response:
                 if start != done:
-                    print(f"{url}: server ignored the range request; starting over", file=sys.stderr)
+                    print(f"{url}: server ignored the range request; starting over", file=log, flush=True)
                     out.truncate(0)
                     sink.reset()
                     digest, done = hashlib.sha256(), 0
@@ -318,7 +320,7 @@ def _receive(url, out, sink, policy, progress, reserve, sleep):
             if attempt > policy.retries:
                 raise FetchError(f"{url}: gave up after {policy.retries} retries: {error}") from None
             delay = policy.wait(attempt, error.retry_after)
-            print(f"{url}: {error}; retry {attempt} of {policy.retries} in {delay:.1f} s", file=sys.stderr)
+            print(f"{url}: {error}; retry {attempt} of {policy.retries} in {delay:.1f} s", file=log, flush=True)
             sleep(delay)
 
 

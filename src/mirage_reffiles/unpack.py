@@ -11,6 +11,7 @@ import shutil
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import TextIO
 
 from .disk import require_free_space
 from .layout import tarball_member_destination
@@ -108,7 +109,7 @@ def _member_filter(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo |
         raise UnpackError(f"unsafe member {member.name!r} refused: {error}") from None
 
 
-def extract_tarball(archive: Path, staging: Path) -> list[Produced]:
+def extract_tarball(archive: Path, staging: Path, log: TextIO | None = None) -> list[Produced]:
     """Extract ``archive`` into the empty folder ``staging``.
 
     Returns each regular file extracted, relative to ``staging``. Refuses the
@@ -126,7 +127,7 @@ def extract_tarball(archive: Path, staging: Path) -> list[Produced]:
                 _member_filter(member, str(staging))
             total = sum(m.size for m in members if m.isreg())
             require_free_space(staging, total, f"unpacking {archive.name}")
-            progress = Progress(f"unpacking {archive.name}", total)
+            progress = Progress(f"unpacking {archive.name}", total, stream=log)
             done = 0
             for member in members:
                 tar.extract(member, staging, filter=_member_filter)
