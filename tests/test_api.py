@@ -3,7 +3,6 @@
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 
 import pytest
@@ -147,11 +146,3 @@ def test_download_reffiles_applies_the_whole_workflow_profile():
     # A key added to profiles/default that download_reffiles() does not apply would fail here.
     settings = profile_settings(workflow_dir() / "profiles" / "default" / "config.yaml")
     assert settings["resources"] == {"downloads": 8} and settings["lock"] is False
-
-
-def test_the_download_code_needs_nothing_beyond_the_standard_library():
-    heavy = "('pandas', 'snakemake', 'yaml', 'requests')"
-    code = f"import sys, mirage_reffiles.fetch; print(sorted(m for m in {heavy} if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True,
-                            env={"PYTHONPATH": str(workflow_dir() / "src")})  # fmt: skip
-    assert result.stdout.strip() == "[]"

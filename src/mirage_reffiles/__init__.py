@@ -1,8 +1,8 @@
 """Mirage's JWST reference files as a resumable, verified, parallel Snakemake build.
 
-The download jobs import submodules of this package under ``python -S``, so
-importing the package itself stays free of anything beyond the standard
-library; ``download_reffiles`` is loaded on first use.
+Importing the package loads nothing heavy (no Snakemake, no pandas): a
+cluster job that only downloads imports just what it uses.
+``download_reffiles`` is loaded on first use.
 """
 
 

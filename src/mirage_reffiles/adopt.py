@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pandas as pd
 
 from .layout import record_path, tarball_member_destination
 from .records import Produced, Record, write_record
-from .unpack import GZIP_WBITS, sha256_of
+from .unpack import GZIP_WBITS, INFLATE_ERRORS, inflate_lib, sha256_of
 
 CHUNK = 1 << 20
 
@@ -55,7 +54,7 @@ def _gunzip_digest(path: Path) -> tuple[str, int, str] | None:
     """(sha256 of the .gz, unpacked size, sha256 of the unpacked bytes), or None if not a whole gzip file."""
     packed, unpacked = hashlib.sha256(), hashlib.sha256()
     size = 0
-    inflater = zlib.decompressobj(GZIP_WBITS)
+    inflater = inflate_lib.decompressobj(GZIP_WBITS)
     try:
         with open(path, "rb") as handle:
             while chunk := handle.read(CHUNK):
@@ -63,12 +62,12 @@ def _gunzip_digest(path: Path) -> tuple[str, int, str] | None:
                 data = chunk
                 while data:
                     if inflater.eof:
-                        inflater = zlib.decompressobj(GZIP_WBITS)
+                        inflater = inflate_lib.decompressobj(GZIP_WBITS)
                     out = inflater.decompress(data, 8 * CHUNK)
                     unpacked.update(out)
                     size += len(out)
                     data = inflater.unconsumed_tail or inflater.unused_data
-    except zlib.error:
+    except INFLATE_ERRORS:
         return None
     return (packed.hexdigest(), size, unpacked.hexdigest()) if inflater.eof else None
 

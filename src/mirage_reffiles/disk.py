@@ -1,4 +1,4 @@
-"""Free-space checks and locks on the tree (standard library only)."""
+"""Free-space checks and locks on the tree."""
 
 from __future__ import annotations
 

@@ -6,8 +6,6 @@ staging folder, its members moved into place, and its record written last.
 The compressed bytes stay in a partial file until then, so an interrupted
 run resumes instead of starting over. One run at a time works on a file:
 a second waits on a per-file lock, then finds the work done.
-
-Standard library only: the download jobs import this under ``python -S``.
 """
 
 from __future__ import annotations
@@ -139,7 +137,7 @@ def fetch_tarball(
         check = GunzipSink(None, near=partial or staging)
         size, sha256 = _receive_checked(url, partial, check, file_id, expected, policy, 1, file_id, log)
         try:
-            members = extract_tarball(partial or local_path(url), staging, log)
+            members = extract_tarball(partial or local_path(url), staging, log, size=check.size)
             move_into_place(staging, mirage_data)
         except UnpackError:
             if partial is not None:

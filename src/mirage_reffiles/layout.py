@@ -3,9 +3,6 @@
 Mirage reads the unpacked reference files from fixed places; this build keeps
 its own bookkeeping in one hidden folder beside them, so the tree stays what
 Mirage expects and the state of every download travels with it.
-
-This module is imported by the download jobs, which run with ``python -S``:
-it must need nothing beyond the standard library.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Resumable, verified byte transfer from a URL into a partial file.
 
-The download jobs run this under ``python -S`` (see ``rules/fetch.smk``):
-start-up time is the dominant cost for small files, so the module uses the
-standard library only (``urllib.request`` follows redirects, honours the usual
-proxy variables and speaks ``file://``).
+``urllib.request`` does the HTTP: it follows redirects (the server's URLs
+are redirects), honours the usual proxy variables and speaks ``file://``.
 """
 
 from __future__ import annotations
