@@ -162,6 +162,7 @@ def get_fetch_request(wildcards, input):
             connect_timeout=config["connect_timeout"],
             read_timeout=config["read_timeout"],
         ),
+        size_hint=int(row.size_bytes) if row.size_bytes else None,
     )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import re
 import sys
 import time
@@ -227,8 +226,6 @@ def download(
         try:
             with open(partial, "a+b") as out:
                 done, total, digest = _receive(url, out, sink, policy, progress, reserve, sleep, log or sys.stderr)
-                out.flush()
-                os.fsync(out.fileno())
         except BaseException:
             if partial.exists() and partial.stat().st_size == 0:
                 partial.unlink()

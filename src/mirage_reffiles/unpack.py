@@ -80,9 +80,6 @@ class GunzipSink:
         try:
             if not self._inflater.eof:
                 raise UnpackError("truncated gzip data (no end-of-stream trailer)")
-            if self._out is not None:
-                self._out.flush()
-                os.fsync(self._out.fileno())
         finally:
             self.discard(keep=True)
 
