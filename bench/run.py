@@ -214,8 +214,8 @@ def report(args, pair: list[dict], table: dict, dry: list[tuple[int, float]], bi
     lines += [
         "",
         f"This build is {mirage['wall'] / ours['wall']:.1f}x faster than Mirage's loop (target: 5x) and runs at "
-        f"{limit['wall'] / ours['wall']:.2f}x the speed of parallel curl | pigz (target: 0.9x). Its RSS is the whole "
-        "Snakemake process: downloads run as threads inside it.",
+        f"{limit['wall'] / ours['wall']:.2f}x the speed of parallel curl | pigz (target: 0.9x). Its largest process "
+        "is Snakemake itself: small downloads run as its threads, big ones in a child process each.",
     ]
     if table is None:
         return "\n".join(lines) + "\n"
