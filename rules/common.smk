@@ -6,8 +6,8 @@ from pathlib import Path
 import yaml
 from snakemake.utils import validate
 
-# The workflow uses its own copy of the package, installed or not; the
-# download jobs get the same copy through PYTHONPATH.
+# The workflow uses its own copy of the package, installed or not (the report
+# scripts and big downloads' child processes are given the same path).
 PACKAGE_ROOT = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, PACKAGE_ROOT)
 
@@ -87,10 +87,6 @@ wildcard_constraints:
     ),
     tarball=one_of(TARBALLS.file_id),
     server_path=f"{one_of(TABLE.instrument)}/[^\\s]+\\.gz",
-
-
-def is_tarball(row):
-    return row.archive == "tar.gz"
 
 
 def get_target(row):
