@@ -15,11 +15,9 @@ from pathlib import Path
 import yaml
 
 from .adopt import adopt_mirage_tree
+from .layout import SHIPPED_TABLE, STSCI_BASE_URL, WORKFLOW_DIR
 from .table import load_table, mirage_group
 from .transfer import as_base_url
-
-WORKFLOW_DIR = Path(__file__).resolve().parents[2]
-DEFAULT_BASE_URL = "https://data.science.stsci.edu/redirect/JWST/jwst-simulations/mirage_reference_files/"
 
 
 class WorkflowNotFound(RuntimeError):
@@ -64,7 +62,7 @@ def download_reffiles(
     skip_soss: bool = False,
     *,
     cores: int = 8,
-    base_url: str = DEFAULT_BASE_URL,
+    base_url: str = STSCI_BASE_URL,
     dry_run: bool = False,
     remove_mirage_archives: bool = False,
     config: dict | None = None,
@@ -112,7 +110,7 @@ def download_reffiles(
         "skip_soss": skip_soss,
     }
     if mirage_data.is_dir() and not dry_run:
-        table = build_config.get("reference_table") or workflow / "config" / "reference_files.csv"
+        table = build_config.get("reference_table") or SHIPPED_TABLE
         adoption = adopt_mirage_tree(directory, load_table(table), as_base_url(base_url), remove_mirage_archives)
         if adoption.adopted or adoption.leftovers:
             print(adoption.describe(removed=remove_mirage_archives))

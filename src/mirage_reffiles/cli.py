@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from .layout import STSCI_BASE_URL
 from .table import DARK_TYPES, TableError, parse_instruments
 
 
@@ -19,8 +20,6 @@ def _instrument(value: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    from .api import DEFAULT_BASE_URL
-
     p = argparse.ArgumentParser(
         prog="mirage-reffiles",
         description="Download Mirage's reference files into DIRECTORY/mirage_data (MIRAGE_DATA), "
@@ -48,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-soss", action="store_true", help="leave out the NIRISS SOSS PSFs")
     p.add_argument("--cores", type=int, default=8, help="jobs at once (default: %(default)s)")
     p.add_argument(
-        "--base-url", default=DEFAULT_BASE_URL, help="where the files are served: https://, file:// or a folder"
+        "--base-url", default=STSCI_BASE_URL, help="where the files are served: https://, file:// or a folder"
     )
     p.add_argument("--dry-run", "-n", action="store_true", help="show what would be fetched, with sizes; fetch nothing")
     p.add_argument(

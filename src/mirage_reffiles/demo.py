@@ -14,16 +14,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .layout import SHIPPED_TABLE, WORKFLOW_DIR
 from .mirror import build_mirror
 from .server import serve
 from .table import load_table
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def run_build(group: str, mirage_data: Path, base_url: str, table: Path, cores: int, workdir: Path) -> None:
     command = [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", str(cores), group,
+        sys.executable, "-m", "snakemake", "-s", str(WORKFLOW_DIR / "Snakefile"), "--cores", str(cores), group,
         "--config", f"base_url={base_url}", f"mirage_data={mirage_data}", f"reference_table={table}",
     ]  # fmt: skip
     print("$", " ".join(command), flush=True)
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     table = folder / "mirror_table.csv"
     if not table.exists():
         print(f"Building a synthetic mirror in {mirror} ...", flush=True)
-        pinned, _ = build_mirror(mirror, load_table(REPO / "config" / "reference_files.csv"))
+        pinned, _ = build_mirror(mirror, load_table(SHIPPED_TABLE))
         pinned.to_csv(table, index=False)  # the table, with the mirror's exact sizes and SHA-256
     mirage_data = folder / "mirage_data"
     with serve(mirror) as server:

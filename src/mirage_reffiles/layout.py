@@ -9,6 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+#: The repository this package sits in: Snakefile, rules/, config/ (an editable install).
+WORKFLOW_DIR = Path(__file__).resolve().parents[2]
+
+#: The table of reference files that ships with the workflow.
+SHIPPED_TABLE = WORKFLOW_DIR / "config" / "reference_files.csv"
+
+#: STScI's server, the default base_url (config/config.yaml says the same).
+STSCI_BASE_URL = "https://data.science.stsci.edu/redirect/JWST/jwst-simulations/mirage_reference_files/"
+
 #: Bookkeeping folder under MIRAGE_DATA (records, partial downloads, logs).
 STATE_DIR = ".reffiles"
 

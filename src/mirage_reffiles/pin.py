@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .layout import SHIPPED_TABLE
 from .records import read_record
 from .table import load_table
-
-DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "config" / "reference_files.csv"
 
 
 def pin_table(table: pd.DataFrame, mirage_data: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -44,7 +43,7 @@ def pin_table(table: pd.DataFrame, mirage_data: Path) -> tuple[pd.DataFrame, lis
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mirage_data", type=Path, help="a tree built by this workflow, whose downloads you trust")
-    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help="table to update (default: %(default)s)")
+    parser.add_argument("--table", type=Path, default=SHIPPED_TABLE, help="table to update (default: %(default)s)")
     args = parser.parse_args(argv)
     table = load_table(args.table)
     pinned, done = pin_table(table, args.mirage_data)

@@ -18,11 +18,9 @@ from pathlib import Path
 import pandas as pd
 import requests
 
+from .layout import SHIPPED_TABLE, STSCI_BASE_URL
 from .table import load_table
 from .transfer import USER_AGENT
-
-DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "config" / "reference_files.csv"
-DEFAULT_BASE_URL = "https://data.science.stsci.edu/redirect/JWST/jwst-simulations/mirage_reference_files/"
 
 
 class SizeError(RuntimeError):
@@ -64,8 +62,8 @@ def refresh_sizes(table: pd.DataFrame, base_url: str, jobs: int = 8) -> pd.DataF
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help="table to update (default: %(default)s)")
-    parser.add_argument("--base-url", default=DEFAULT_BASE_URL, help="server to ask (default: %(default)s)")
+    parser.add_argument("--table", type=Path, default=SHIPPED_TABLE, help="table to update (default: %(default)s)")
+    parser.add_argument("--base-url", default=STSCI_BASE_URL, help="server to ask (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=8, help="requests at once (default: %(default)s)")
     args = parser.parse_args(argv)
     table = load_table(args.table)
