@@ -25,7 +25,7 @@ import pandas as pd
 
 from .layout import record_path, tarball_member_destination
 from .records import Produced, Record, write_record
-from .unpack import GZIP_WBITS, INFLATE_ERRORS, inflate_lib, sha256_of
+from .unpack import GunzipSink, UnpackError, sha256_of
 
 CHUNK = 1 << 20
 
@@ -52,24 +52,17 @@ class Adoption:
 
 def _gunzip_digest(path: Path) -> tuple[str, int, str] | None:
     """(sha256 of the .gz, unpacked size, sha256 of the unpacked bytes), or None if not a whole gzip file."""
-    packed, unpacked = hashlib.sha256(), hashlib.sha256()
-    size = 0
-    inflater = inflate_lib.decompressobj(GZIP_WBITS)
+    packed = hashlib.sha256()
+    sink = GunzipSink(None, hash_output=True)
     try:
         with open(path, "rb") as handle:
             while chunk := handle.read(CHUNK):
                 packed.update(chunk)
-                data = chunk
-                while data:
-                    if inflater.eof:
-                        inflater = inflate_lib.decompressobj(GZIP_WBITS)
-                    out = inflater.decompress(data, 8 * CHUNK)
-                    unpacked.update(out)
-                    size += len(out)
-                    data = inflater.unconsumed_tail or inflater.unused_data
-    except INFLATE_ERRORS:
+                sink.write(chunk)
+        sink.close()
+    except UnpackError:
         return None
-    return (packed.hexdigest(), size, unpacked.hexdigest()) if inflater.eof else None
+    return packed.hexdigest(), sink.size, sink.sha256
 
 
 def _adopt_dark(mirage_data: Path, row, url: str) -> bool | None:

@@ -231,7 +231,9 @@ def fetch_logged(request: FetchRequest, log_path: str | Path) -> Path | None:
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         if request.size_hint is None or request.size_hint > OWN_PROCESS_BYTES:
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
+            # The child imports this same copy of the package, installed or not.
+            paths = [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
             done = subprocess.run([sys.executable, "-m", __name__, request.to_json()], stderr=log, env=env)
             if done.returncode != 0:
                 raise FetchError(f"{request.file_id}: failed, see {log_path}")

@@ -40,8 +40,10 @@ class GunzipSink:
     stream that stops before its trailer is caught by :meth:`close`.
     """
 
-    def __init__(self, path: Path | None, near: Path | None = None):
+    def __init__(self, path: Path | None, near: Path | None = None, hash_output: bool | None = None):
         self.path = path or near  # where disk space is needed (the file, or what it checks)
+        # The SHA-256 of what comes out: by default only when it is kept in a file.
+        self._hash_output = path is not None if hash_output is None else hash_output
         self._out = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,6 +59,7 @@ class GunzipSink:
                 out = self._inflater.decompress(data, MAX_INFLATE)
                 if self._out is not None:
                     self._out.write(out)
+                if self._hash_output:
                     self._digest.update(out)
                 self.size += len(out)
                 data = self._inflater.unconsumed_tail or self._inflater.unused_data
