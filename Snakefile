@@ -37,3 +37,8 @@ rule report_unknown_target:
 
 onsuccess:
     report_environment(log)
+    settle()
+
+
+onerror:
+    settle()

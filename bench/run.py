@@ -215,7 +215,7 @@ def report(args, pair: list[dict], table: dict, dry: list[tuple[int, float]], bi
         "",
         f"This build is {mirage['wall'] / ours['wall']:.1f}x faster than Mirage's loop (target: 5x) and runs at "
         f"{limit['wall'] / ours['wall']:.2f}x the speed of parallel curl | pigz (target: 0.9x). Its largest process "
-        "is Snakemake itself: small downloads run as its threads, big ones in a child process each.",
+        "is Snakemake itself: every download runs as one of its threads.",
     ]
     if table is None:
         return "\n".join(lines) + "\n"

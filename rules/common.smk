@@ -7,12 +7,13 @@ import yaml
 from snakemake.utils import validate
 
 # The workflow uses its own copy of the package, installed or not (the report
-# scripts and big downloads' child processes are given the same path).
+# scripts are given the same path).
 PACKAGE_ROOT = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, PACKAGE_ROOT)
 
 from mirage_reffiles import layout
 from mirage_reffiles.plan import make_plan
+from mirage_reffiles.runtime import freeze, settle
 from mirage_reffiles.settings import coerce_flags
 from mirage_reffiles.envfile import export_lines, mirage_environment, write_env_file
 from mirage_reffiles.table import (
@@ -67,6 +68,10 @@ if config["keep_archives"]:
     DOWNLOADED = f"{MIRAGE_DATA}/{layout.ARCHIVE_DIR}/{{server_path}}"
 else:
     DOWNLOADED = f"{MIRAGE_DATA}/{layout.STATE_DIR}/downloaded/{{server_path}}"
+
+# Everything loaded so far (Snakemake, pandas, the table) lives as long as the
+# run: keep the garbage collector from walking it again and again.
+freeze()
 
 
 def one_of(values):
@@ -158,7 +163,6 @@ def get_fetch_request(wildcards, input):
             connect_timeout=config["connect_timeout"],
             read_timeout=config["read_timeout"],
         ),
-        size_hint=int(row.size_bytes) if row.size_bytes else None,
     )
 
 

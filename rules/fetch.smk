@@ -1,8 +1,8 @@
 # Every job runs in a thread of the Snakemake process (force-use-threads in
 # profiles/default): no interpreter to start per file, which is most of the
-# cost when files are small. The bytes are moved by zlib, hashlib and the
-# socket layer, which release the GIL. On a cluster each job is its own
-# process anyway.
+# cost when files are small. The bytes are moved by ISA-L (or zlib), hashlib
+# and the socket layer, which release the GIL, so big files in threads use
+# every core. On a cluster each job is its own process anyway.
 
 # With downloads_on_submit_host these jobs only unpack: they take no share of
 # the cap on downloads.

@@ -16,6 +16,7 @@ import yaml
 
 from .adopt import adopt_mirage_tree
 from .layout import SHIPPED_TABLE, STSCI_BASE_URL, WORKFLOW_DIR
+from .runtime import unsettle
 from .table import load_table, mirage_group
 from .transfer import as_base_url
 
@@ -114,23 +115,26 @@ def download_reffiles(
         adoption = adopt_mirage_tree(directory, load_table(table), as_base_url(base_url), remove_mirage_archives)
         if adoption.adopted or adoption.leftovers:
             print(adoption.describe(removed=remove_mirage_archives))
-    with SnakemakeApi(OutputSettings()) as api:
-        workflow_api = api.workflow(
-            resource_settings=ResourceSettings(cores=cores, resources=profile["resources"]),
-            config_settings=ConfigSettings(config=build_config),
-            snakefile=workflow / "Snakefile",
-            workdir=directory,
-        )
-        dag_api = workflow_api.dag(
-            dag_settings=DAGSettings(
-                targets={"all"},
-                rerun_triggers=profile["rerun_triggers"],
-                force_incomplete=profile["force_incomplete"],
+    try:
+        with SnakemakeApi(OutputSettings()) as api:
+            workflow_api = api.workflow(
+                resource_settings=ResourceSettings(cores=cores, resources=profile["resources"]),
+                config_settings=ConfigSettings(config=build_config),
+                snakefile=workflow / "Snakefile",
+                workdir=directory,
             )
-        )
-        dag_api.execute_workflow(
-            executor="local",
-            pseudo_executor="dryrun" if dry_run else None,
-            execution_settings=ExecutionSettings(lock=profile["lock"], use_threads=profile["use_threads"]),
-        )
+            dag_api = workflow_api.dag(
+                dag_settings=DAGSettings(
+                    targets={"all"},
+                    rerun_triggers=profile["rerun_triggers"],
+                    force_incomplete=profile["force_incomplete"],
+                )
+            )
+            dag_api.execute_workflow(
+                executor="local",
+                pseudo_executor="dryrun" if dry_run else None,
+                execution_settings=ExecutionSettings(lock=profile["lock"], use_threads=profile["use_threads"]),
+            )
+    finally:
+        unsettle()  # the workflow set its objects aside from garbage collection; this process goes on
     return mirage_data

@@ -10,12 +10,9 @@ a second waits on a per-file lock, then finds the work done.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -191,19 +188,6 @@ class FetchRequest:
     kept_archive: Path | None = None  # keep the download here
     download_to: Path | None = None  # only download, checked, to this file
     policy: RetryPolicy = field(default_factory=RetryPolicy)
-    size_hint: int | None = None  # the table's size, exact or estimated; None when unknown
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), default=str)
-
-    @classmethod
-    def from_json(cls, text: str) -> FetchRequest:
-        data = json.loads(text)
-        for name in ("mirage_data", "kept_archive", "download_to"):
-            data[name] = Path(data[name]) if data[name] else None
-        data["expected"] = Expected(**data["expected"])
-        data["policy"] = RetryPolicy(**data["policy"])
-        return cls(**data)
 
 
 def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
@@ -217,37 +201,16 @@ def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
     return fetch_tarball(request.url, request.mirage_data, request.file_id, **common)
 
 
-#: Downloads larger than this run in a process of their own: inflating holds
-#: Python's GIL, so big files in threads would share one core (small files
-#: are cheaper in a thread than a process start).
-OWN_PROCESS_BYTES = 64 << 20
-
-
-def fetch_logged(request: FetchRequest, log_path: str | Path) -> Path | None:
+def fetch_logged(request: FetchRequest, log_path: str | Path) -> Path:
     """:func:`fetch` for a build job: progress and any failure go to ``log_path``.
 
-    Big (or unknown-size) downloads run in a child process, small ones here.
+    Build jobs run as threads of one Snakemake process: the socket layer,
+    hashlib, ISA-L and zlib release the GIL while they work on the bytes.
     """
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
-        if request.size_hint is None or request.size_hint > OWN_PROCESS_BYTES:
-            # The child imports this same copy of the package, installed or not.
-            paths = [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
-            done = subprocess.run([sys.executable, "-m", __name__, request.to_json()], stderr=log, env=env)
-            if done.returncode != 0:
-                raise FetchError(f"{request.file_id}: failed, see {log_path}")
-            return None
         try:
             return fetch(request, log)
         except FetchError as error:
             print(f"{request.file_id}: {error}", file=log, flush=True)
             raise FetchError(f"{request.file_id}: {error}") from None
-
-
-if __name__ == "__main__":  # one request, as JSON: how fetch_logged runs a big download
-    job = FetchRequest.from_json(sys.argv[1])
-    try:
-        fetch(job)
-    except FetchError as error:
-        sys.exit(f"{job.file_id}: {error}")
