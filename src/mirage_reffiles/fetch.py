@@ -18,9 +18,11 @@ from typing import TextIO
 
 from . import layout
 from .disk import exclusive, is_disk_full, require_free_space
+from .inflate import available as inflate_available
+from .partial import remove_partial
 from .records import Produced, Record, read_record, write_record
 from .transfer import Expected, FetchError, Progress, RetryPolicy, download, is_local, local_path
-from .unpack import GunzipSink, UnpackError, extract_tarball, move_into_place
+from .unpack import GunzipSink, ResumableGunzipSink, UnpackError, extract_tarball, move_into_place
 
 
 def _finish_download(partial: Path | None, kept_archive: Path | None) -> None:
@@ -28,7 +30,7 @@ def _finish_download(partial: Path | None, kept_archive: Path | None) -> None:
     if partial is None:
         return
     if kept_archive is None:
-        partial.unlink(missing_ok=True)
+        remove_partial(partial)
     else:
         kept_archive.parent.mkdir(parents=True, exist_ok=True)
         os.replace(partial, kept_archive)
@@ -39,6 +41,11 @@ def _partial(url: str, mirage_data: Path, file_id: str, archive: str, kept_archi
     if is_local(url) and kept_archive is None:
         return None
     return layout.partial_download_path(mirage_data, file_id, archive)
+
+
+def _gunzip_sink(path: Path, resumable: bool) -> GunzipSink | ResumableGunzipSink:
+    """Gunzips into ``path``; with ``resumable``, keeping only the compressed bytes since the last resume point."""
+    return ResumableGunzipSink(path) if resumable and inflate_available() else GunzipSink(path)
 
 
 def _is_complete(mirage_data: Path, file_id: str) -> bool:
@@ -65,7 +72,7 @@ def _receive_checked(url, partial, sink, file_id, expected, policy, room_factor,
     except UnpackError:
         sink.discard()
         if partial is not None:
-            partial.unlink(missing_ok=True)  # the compressed bytes are what is wrong
+            remove_partial(partial)  # the compressed bytes are what is wrong
         raise
     except OSError as error:
         sink.discard()
@@ -103,7 +110,7 @@ def fetch_gzip(
         if _is_complete(mirage_data, file_id):
             return final
         partial = _partial(url, mirage_data, file_id, "gz", kept_archive)
-        sink = GunzipSink(layout.temporary_path(final))
+        sink = _gunzip_sink(layout.temporary_path(final), resumable=partial is not None and kept_archive is None)
         # The unpacked file is at least as large as the download.
         size, sha256 = _receive_checked(url, partial, sink, file_id, expected, policy, 2, destination, log)
         write_record(mirage_data, Record(file_id, url, size, sha256, [Produced(destination, sink.size, sink.sha256)]))
@@ -141,7 +148,7 @@ def fetch_tarball(
             move_into_place(staging, mirage_data)
         except UnpackError:
             if partial is not None:
-                partial.unlink(missing_ok=True)
+                remove_partial(partial)
             raise
         except OSError as error:
             if is_disk_full(error):

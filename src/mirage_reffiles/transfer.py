@@ -6,7 +6,6 @@ are redirects), honours the usual proxy variables and speaks ``file://``.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import re
 import sys
@@ -19,14 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from .errors import FetchError
+from .partial import NoStore, PartialStore, remove_partial
+
 CHUNK_SIZE = 1 << 20
 USER_AGENT = "mirage-reffiles"
 #: Statuses worth another try: the server is busy or failing for now.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-
-
-class FetchError(Exception):
-    """A download that cannot succeed as it stands; the message says why."""
 
 
 class TransientError(FetchError):
@@ -219,17 +217,11 @@ def download(
     """
     expected = expected or Expected()
     policy = policy or RetryPolicy()
-    if partial is None:
-        done, total, digest = _receive(url, _NoStore(), sink, policy, progress, reserve, sleep, log or sys.stderr)
-    else:
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(partial, "a+b") as out:
-                done, total, digest = _receive(url, out, sink, policy, progress, reserve, sleep, log or sys.stderr)
-        except BaseException:
-            if partial.exists() and partial.stat().st_size == 0:
-                partial.unlink()
-            raise
+    store = NoStore(sink) if partial is None else PartialStore(partial, sink)
+    try:
+        done, total, digest = _receive(url, store, policy, progress, reserve, sleep, log or sys.stderr)
+    finally:
+        store.close()
     problem = None
     if total is not None and done != total:
         problem = f"received {done} bytes but the server announced {total}"
@@ -239,30 +231,11 @@ def download(
         problem = f"sha256 check failed: got {digest.hexdigest()}, the table says {expected.sha256}"
     if problem:
         if partial is not None:
-            partial.unlink(missing_ok=True)
+            remove_partial(partial)
         raise FetchError(f"{url}: {problem}; the bad bytes were discarded")
     if progress is not None:
         progress.finish(done)
     return done, digest.hexdigest()
-
-
-class _NoStore:
-    """A partial file that keeps nothing."""
-
-    def read(self, size: int = -1) -> bytes:
-        return b""
-
-    def write(self, chunk: bytes) -> None:
-        pass
-
-    def seek(self, offset: int) -> None:
-        pass
-
-    def truncate(self, size: int = 0) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
 
 
 def is_local(url: str) -> bool:
@@ -274,15 +247,10 @@ def local_path(url: str) -> Path:
     return Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
 
 
-def _receive(url, out, sink, policy, progress, reserve, sleep, log):
-    """Replay ``out``'s bytes into ``sink``, then append the rest from ``url``."""
-    digest = hashlib.sha256()
-    done = 0
-    out.seek(0)
-    while chunk := out.read(CHUNK_SIZE):
-        digest.update(chunk)
-        sink.write(chunk)
-        done += len(chunk)
+def _receive(url, store, policy, progress, reserve, sleep, log):
+    """Replay what ``store`` kept into its sink, then append the rest from ``url``."""
+    done, digest = store.open()
+    sink = store.sink
     attempt = 0
     while True:
         try:
@@ -292,25 +260,24 @@ def _receive(url, out, sink, policy, progress, reserve, sleep, log):
             with response:
                 if start != done:
                     print(f"{url}: server ignored the range request; starting over", file=log, flush=True)
-                    out.truncate(0)
-                    sink.reset()
-                    digest, done = hashlib.sha256(), 0
+                    digest, done = store.restart(), 0
                 if progress is not None:
                     progress.total = total
                 if reserve is not None and total is not None:
                     reserve(total - done)
                 while chunk := _read(response):
-                    out.write(chunk)
+                    store.write(chunk)
                     digest.update(chunk)
                     sink.write(chunk)
                     done += len(chunk)
+                    store.written(done, digest)
                     if progress is not None:
                         progress.update(done)
             if total is not None and done < total:
                 raise TransientError(f"connection closed after {done} of {total} bytes")
             return done, total, digest
         except TransientError as error:
-            out.flush()
+            store.flush()
             attempt += 1
             if attempt > policy.retries:
                 raise FetchError(f"{url}: gave up after {policy.retries} retries: {error}") from None

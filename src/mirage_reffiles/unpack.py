@@ -12,9 +12,11 @@ from pathlib import Path, PurePosixPath
 from typing import TextIO
 
 from .disk import require_free_space
+from .errors import UnpackError
+from .inflate import GzipInflater, ResumePoint, crc32
 from .layout import tarball_member_destination
 from .records import Produced
-from .transfer import FetchError, Progress
+from .transfer import Progress
 
 try:  # ISA-L inflates about twice as fast as zlib here (see docs/benchmarks.md)
     from isal import isal_zlib as inflate_lib
@@ -27,10 +29,6 @@ INFLATE_ERRORS = (zlib.error, inflate_lib.error)
 #: Most output one call to the decompressor may produce, to bound memory
 #: however well the data compresses.
 MAX_INFLATE = 8 << 20
-
-
-class UnpackError(FetchError):
-    """The archive is corrupt or unsafe; the message names the problem."""
 
 
 class GunzipSink:
@@ -91,6 +89,80 @@ class GunzipSink:
             self._out.close()
             if not keep:
                 self.path.unlink(missing_ok=True)
+
+
+class ResumableGunzipSink:
+    """Like :class:`GunzipSink` into a file, but its work can be saved and resumed.
+
+    It hands out resume points (see :mod:`.inflate`); :meth:`resume` starts
+    again from one, keeping the unpacked bytes before it once they are
+    checked against the point's CRC-32.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._out = open(path, "a+b")  # noqa: SIM115 (open for the life of the download)
+        self._inflater = GzipInflater(self._emit)
+        self._digest = hashlib.sha256()
+
+    def _emit(self, chunk: memoryview) -> None:
+        self._out.write(chunk)
+        self._digest.update(chunk)
+
+    @property
+    def size(self) -> int:
+        return self._inflater.output_offset
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def write(self, chunk: bytes) -> None:
+        self._inflater.feed(chunk)
+
+    def reset(self) -> None:
+        self._out.truncate(0)
+        self._inflater.close()
+        self._inflater = GzipInflater(self._emit)
+        self._digest = hashlib.sha256()
+
+    def want_point(self) -> None:
+        self._inflater.want_point()
+
+    def take_point(self) -> dict | None:
+        point = self._inflater.take_point()
+        return point.to_dict() if point else None
+
+    def resume(self, state: dict) -> None:
+        """Go on from a resume point; :class:`UnpackError` if the bytes unpacked before it are not there."""
+        point = ResumePoint.from_dict(state)
+        digest, crc, left = hashlib.sha256(), 0, point.output_offset
+        self._out.flush()
+        self._out.seek(0)
+        while left and (block := self._out.read(min(left, MAX_INFLATE))):
+            digest.update(block)
+            crc = crc32(block, crc)
+            left -= len(block)
+        if left or crc != point.output_crc:
+            raise UnpackError(f"{self.path.name} does not hold the bytes its resume point describes")
+        self._out.truncate(point.output_offset)
+        self._inflater.close()
+        self._inflater = GzipInflater.resume(point, self._emit)
+        self._digest = digest
+
+    def close(self) -> None:
+        try:
+            if not self._inflater.at_end:
+                raise UnpackError("truncated gzip data (no end-of-stream trailer)")
+        finally:
+            self.discard(keep=True)
+
+    def discard(self, keep: bool = False) -> None:
+        self._inflater.close()
+        self._out.close()
+        if not keep:
+            self.path.unlink(missing_ok=True)
 
 
 def _member_filter(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo | None:

@@ -1,0 +1,9 @@
+"""The errors a fetch ends with: each message says what went wrong and where."""
+
+
+class FetchError(Exception):
+    """A download that cannot succeed as it stands; the message says why."""
+
+
+class UnpackError(FetchError):
+    """The archive is corrupt or unsafe; the message names the problem."""

@@ -1,0 +1,337 @@
+"""Gunzip that can be stopped, saved and resumed mid-stream, without the compressed bytes.
+
+Python's ``zlib`` module cannot save an inflater. zlib itself can stop at
+the end of each deflate block (``Z_BLOCK``), hand out its 32 KiB window
+(``inflateGetDictionary``) and start again from any bit of the stream
+(``inflatePrime``, ``inflateSetDictionary``): the method of zlib's own
+``examples/zran.c``. With a :class:`ResumePoint` taken now and then, a
+download that stops can go on from the last point with only the compressed
+bytes received since it, so those are all that has to be kept on disk.
+
+The system zlib is driven through ctypes (its ABI is stable); with a buffer
+large enough, that inflates faster here than the ``zlib`` module does.
+SHA-256 state is saved the same way, through OpenSSL's ``SHA256_CTX``.
+Where either library cannot be loaded, :func:`available` is False and the
+callers keep every compressed byte instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import ctypes.util
+import hashlib
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from .errors import UnpackError
+
+try:  # ISA-L's CRC-32 is the fastest here; both release the GIL on large buffers
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - isal is a dependency
+    crc32 = zlib.crc32
+
+Z_OK, Z_STREAM_END, Z_NEED_DICT, Z_BUF_ERROR = 0, 1, 2, -5
+Z_NO_FLUSH, Z_BLOCK = 0, 5
+OUTPUT_BUFFER = 4 << 20
+WINDOW = 32 << 10
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _ZStream(ctypes.Structure):  # zlib.h's z_stream
+    _fields_ = [
+        ("next_in", ctypes.c_void_p),
+        ("avail_in", ctypes.c_uint),
+        ("total_in", ctypes.c_ulong),
+        ("next_out", ctypes.c_void_p),
+        ("avail_out", ctypes.c_uint),
+        ("total_out", ctypes.c_ulong),
+        ("msg", ctypes.c_char_p),
+        ("state", ctypes.c_void_p),
+        ("zalloc", ctypes.c_void_p),
+        ("zfree", ctypes.c_void_p),
+        ("opaque", ctypes.c_void_p),
+        ("data_type", ctypes.c_int),
+        ("adler", ctypes.c_ulong),
+        ("reserved", ctypes.c_ulong),
+    ]
+
+
+class _Sha256Ctx(ctypes.Structure):  # OpenSSL's SHA256_CTX
+    _fields_ = [
+        ("h", ctypes.c_uint * 8),
+        ("Nl", ctypes.c_uint),
+        ("Nh", ctypes.c_uint),
+        ("data", ctypes.c_uint * 16),
+        ("num", ctypes.c_uint),
+        ("md_len", ctypes.c_uint),
+    ]
+
+
+def _load(name: str, functions: dict[str, list]) -> ctypes.CDLL | None:
+    path = ctypes.util.find_library(name)
+    try:
+        library = ctypes.CDLL(path) if path else None
+        for function, argtypes in functions.items():
+            getattr(library, function).argtypes = argtypes
+    except (OSError, AttributeError):
+        return None
+    return library
+
+
+_STREAM = ctypes.POINTER(_ZStream)
+_zlib = _load(
+    "z",
+    {
+        "inflateInit2_": [_STREAM, ctypes.c_int, ctypes.c_char_p, ctypes.c_int],
+        "inflate": [_STREAM, ctypes.c_int],
+        "inflateEnd": [_STREAM],
+        "inflatePrime": [_STREAM, ctypes.c_int, ctypes.c_int],
+        "inflateSetDictionary": [_STREAM, ctypes.c_void_p, ctypes.c_uint],
+        "inflateGetDictionary": [_STREAM, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint)],
+        "zlibVersion": [],
+    },
+)
+_CTX = ctypes.POINTER(_Sha256Ctx)
+_crypto = _load(
+    "crypto",
+    {
+        "SHA256_Init": [_CTX],
+        "SHA256_Update": [_CTX, ctypes.c_void_p, ctypes.c_size_t],
+        "SHA256_Final": [ctypes.c_char_p, _CTX],
+    },
+)
+if _zlib is not None:
+    _zlib.zlibVersion.restype = ctypes.c_char_p
+
+
+def available() -> bool:
+    """True when gunzipping can be saved and resumed here (zlib and OpenSSL loaded)."""
+    return _zlib is not None and _crypto is not None
+
+
+def _address(data: bytes) -> int:
+    """Where the bytes of ``data`` are (no copy); ``data`` must outlive its use."""
+    return ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0
+
+
+class Sha256:
+    """SHA-256 whose state can be saved (:meth:`state`) and restored (:meth:`restore`)."""
+
+    def __init__(self) -> None:
+        self._ctx = _Sha256Ctx()
+        _crypto.SHA256_Init(ctypes.byref(self._ctx))
+
+    def update(self, data: bytes) -> None:
+        data = data if isinstance(data, bytes) else bytes(data)
+        _crypto.SHA256_Update(ctypes.byref(self._ctx), _address(data), len(data))
+
+    def hexdigest(self) -> str:
+        copy = _Sha256Ctx.from_buffer_copy(self._ctx)  # finishing spoils the context
+        digest = ctypes.create_string_buffer(32)
+        _crypto.SHA256_Final(digest, ctypes.byref(copy))
+        return digest.raw.hex()
+
+    def state(self) -> str:
+        return base64.b64encode(bytes(self._ctx)).decode()
+
+    @classmethod
+    def restore(cls, state: str) -> Sha256:
+        sha = cls()
+        sha._ctx = _Sha256Ctx.from_buffer_copy(base64.b64decode(state))
+        return sha
+
+
+def new_sha256() -> Sha256 | hashlib._Hash:
+    """A SHA-256 hasher, one that can be saved when this platform allows."""
+    return Sha256() if _crypto is not None else hashlib.sha256()
+
+
+@dataclass
+class ResumePoint:
+    """Where gunzipping can start again: at a deflate block boundary.
+
+    The next block starts ``bits`` bits before ``input_offset`` (in the
+    high bits of ``byte``), with ``window`` as the last 32 KiB of output.
+    """
+
+    input_offset: int  # compressed bytes before the point (whole stream)
+    bits: int
+    byte: int
+    window: str  # base64
+    output_offset: int  # unpacked bytes before the point (whole stream)
+    output_crc: int  # CRC-32 of those bytes
+    member_crc: int  # CRC-32 and size of the current gzip member's output so far
+    member_size: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ResumePoint:
+        return cls(**data)
+
+
+def _gzip_header_length(data: bytes) -> int | None:
+    """Length of the gzip member header at the start of ``data``; None if incomplete."""
+    if len(data) < 10:
+        return None
+    if data[:2] != GZIP_MAGIC or data[2] != 8:
+        raise UnpackError("not gzip data (bad magic number or method)")
+    flags, position = data[3], 10
+    if flags & 4:  # FEXTRA
+        if len(data) < position + 2:
+            return None
+        position += 2 + int.from_bytes(data[position : position + 2], "little")
+    for flag in (8, 16):  # FNAME, FCOMMENT: zero-terminated
+        if flags & flag:
+            end = data.find(b"\0", position)
+            if end < 0:
+                return None
+            position = end + 1
+    if flags & 2:  # FHCRC
+        position += 2
+    return position if len(data) >= position else None
+
+
+class GzipInflater:
+    """Gunzips a stream fed in pieces, handing the output to ``write``.
+
+    Checks each member's CRC-32 and length; takes a :class:`ResumePoint` at
+    the next block boundary after :meth:`want_point`.
+    """
+
+    def __init__(self, write: Callable[[memoryview], None]):
+        if _zlib is None:
+            raise RuntimeError("the system zlib could not be loaded")
+        self._write = write
+        self._out = ctypes.create_string_buffer(OUTPUT_BUFFER)
+        self._view = memoryview(self._out).cast("B")
+        self._stream: _ZStream | None = None
+        self._pending = b""  # header or trailer bytes not yet complete
+        self._in_member = False  # between a header and its trailer
+        self._want = False
+        self._point: ResumePoint | None = None
+        self._last_byte = 0  # the last compressed byte taken: a block may begin inside it
+        self.members = 0
+        self.input_offset = 0
+        self.output_offset = 0
+        self.output_crc = 0
+        self.member_crc = 0
+        self.member_size = 0
+
+    @classmethod
+    def resume(cls, point: ResumePoint, write: Callable[[memoryview], None]) -> GzipInflater:
+        inflater = cls(write)
+        inflater._start_raw()
+        if point.bits:
+            _zlib.inflatePrime(inflater._stream, point.bits, point.byte >> (8 - point.bits))
+        window = base64.b64decode(point.window)
+        _zlib.inflateSetDictionary(inflater._stream, _address(window), len(window))
+        inflater._in_member = True
+        inflater._last_byte = point.byte
+        inflater.members = 1
+        for name in ("input_offset", "output_offset", "output_crc", "member_crc", "member_size"):
+            setattr(inflater, name, getattr(point, name))
+        return inflater
+
+    @property
+    def at_end(self) -> bool:
+        """True after a complete member, with nothing more begun."""
+        return self.members > 0 and not self._in_member and not self._pending
+
+    def want_point(self) -> None:
+        self._want = True
+
+    def take_point(self) -> ResumePoint | None:
+        point, self._point = self._point, None
+        return point
+
+    def feed(self, data: bytes) -> None:
+        while data:
+            used = self._inflate(data) if self._in_member else self._read_framing(data)
+            self.input_offset += used
+            data = data[used:]
+
+    def close(self) -> None:
+        if self._stream is not None:
+            _zlib.inflateEnd(self._stream)
+            self._stream = None
+
+    def _start_raw(self) -> None:
+        self.close()
+        self._stream = _ZStream()
+        version = _zlib.zlibVersion()
+        if _zlib.inflateInit2_(self._stream, -15, version, ctypes.sizeof(_ZStream)) != Z_OK:
+            raise RuntimeError("zlib inflateInit2 failed")
+
+    def _read_framing(self, data: bytes) -> int:
+        """Take bytes of a member's header (or trailer, after its deflate data); returns how many."""
+        if self.members and self._stream is not None:  # the trailer of the member that just ended
+            need = 8 - len(self._pending)
+            self._pending += data[:need]
+            if len(self._pending) == 8:
+                crc, size = int.from_bytes(self._pending[:4], "little"), int.from_bytes(self._pending[4:], "little")
+                if crc != self.member_crc or size != self.member_size & 0xFFFFFFFF:
+                    raise UnpackError("corrupt gzip data (CRC-32 or length check failed)")
+                self._pending = b""
+                self.close()
+            return min(need, len(data))
+        before = len(self._pending)
+        self._pending += data[: 64 << 10]
+        length = _gzip_header_length(self._pending)
+        if length is None:
+            if len(self._pending) >= 64 << 10:
+                raise UnpackError("gzip header too long")
+            return len(self._pending) - before
+        self._pending = b""
+        self._start_raw()
+        self._in_member = True
+        self.members += 1
+        self.member_crc = self.member_size = 0
+        return length - before
+
+    def _inflate(self, data: bytes) -> int:
+        stream, size = self._stream, len(data)
+        stream.next_in, stream.avail_in = _address(data), size
+        while True:
+            stream.next_out, stream.avail_out = ctypes.addressof(self._out), OUTPUT_BUFFER
+            status = _zlib.inflate(stream, Z_BLOCK if self._want else Z_NO_FLUSH)
+            produced = OUTPUT_BUFFER - stream.avail_out
+            if produced:
+                chunk = self._view[:produced]
+                self.member_crc = crc32(chunk, self.member_crc)
+                self.output_crc = crc32(chunk, self.output_crc)
+                self.member_size += produced
+                self.output_offset += produced
+                self._write(chunk)
+            used = size - stream.avail_in
+            if used:
+                self._last_byte = data[used - 1]
+            if status == Z_STREAM_END:
+                self._in_member = False
+                return used
+            if status not in (Z_OK, Z_BUF_ERROR):
+                message = stream.msg.decode(errors="replace") if stream.msg else f"zlib status {status}"
+                raise UnpackError(f"corrupt gzip data ({message})")
+            if self._want and stream.data_type & 128 and not stream.data_type & 64:
+                self._mark(used, stream.data_type & 7)
+            if stream.avail_in == 0 and stream.avail_out:
+                return used
+
+    def _mark(self, used: int, bits: int) -> None:
+        window = ctypes.create_string_buffer(WINDOW)
+        length = ctypes.c_uint(0)
+        _zlib.inflateGetDictionary(self._stream, window, ctypes.byref(length))
+        self._want = False
+        self._point = ResumePoint(
+            input_offset=self.input_offset + used,
+            bits=bits,
+            byte=self._last_byte if bits else 0,
+            window=base64.b64encode(window.raw[: length.value]).decode(),
+            output_offset=self.output_offset,
+            output_crc=self.output_crc,
+            member_crc=self.member_crc,
+            member_size=self.member_size,
+        )
