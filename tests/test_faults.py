@@ -5,16 +5,19 @@ with nothing half-written under its name and the reason in the error.
 """
 
 import gzip
+import hashlib
 import io
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
 from conftest import REPO
-from mirage_reffiles import layout
+from mirage_reffiles import layout, partial, transfer
 from mirage_reffiles.fetch import fetch_gzip, fetch_tarball
+from mirage_reffiles.inflate import available as inflate_available
 from mirage_reffiles.mirror import synthetic_bytes
 from mirage_reffiles.records import read_record
 from mirage_reffiles.server import Fault, serve
@@ -77,9 +80,10 @@ def assert_dark_ok(mirage_data):
     assert state_files(mirage_data) == []
 
 
-def assert_dark_absent(mirage_data):
+def assert_dark_absent(mirage_data, unpacking_kept=False):
+    """Not under its final name, not recorded; the unpacking so far kept only when a later run resumes from it."""
     assert not (mirage_data / DEST).exists()
-    assert not layout.temporary_path(mirage_data / DEST).exists()
+    assert layout.temporary_path(mirage_data / DEST).exists() == unpacking_kept
     assert read_record(mirage_data, "dark") is None
 
 
@@ -133,12 +137,55 @@ def test_retries_run_out_but_the_bytes_are_kept_for_next_time(site, mirage_data)
     policy = RetryPolicy(retries=0, backoff=0.01)
     with pytest.raises(FetchError, match="gave up after 0 retries: connection closed after"):
         fetch_dark(site, mirage_data, policy=policy)
-    assert_dark_absent(mirage_data)
+    assert_dark_absent(mirage_data, unpacking_kept=inflate_available())
     partial = layout.partial_download_path(mirage_data, "dark", "gz")
     assert partial.read_bytes() == DARK_GZ[: len(DARK_GZ) // 2]
     fetch_dark(site, mirage_data)  # a later run picks up from there
     assert_dark_ok(mirage_data)
     assert site.requests[-1].range == f"bytes={len(DARK_GZ) // 2}-"
+
+
+@pytest.fixture
+def resume_every(monkeypatch):
+    """Resume points every 100 kB instead of every 16 MB (and reads of 32 KiB), for a 1.3 MB download."""
+    monkeypatch.setattr(partial, "RESUME_EVERY", 100_000)
+    monkeypatch.setattr(transfer, "CHUNK_SIZE", 32 << 10)
+    return 100_000
+
+
+def downloads(mirage_data):
+    return {p.name: p.stat().st_size for p in (mirage_data / layout.STATE_DIR / "downloads").glob("*")}
+
+
+@pytest.mark.skipif(not inflate_available(), reason="resume points need the system zlib and OpenSSL")
+def test_resume_points_keep_only_the_bytes_since_the_last_one(site, mirage_data, resume_every):
+    cut = len(DARK_GZ) * 3 // 4
+    site.faults["d/dark.fits.gz"] = Fault(drop_after=cut)
+    with pytest.raises(FetchError, match="gave up after 0 retries"):
+        fetch_dark(site, mirage_data, policy=RetryPolicy(retries=0))
+    kept = downloads(mirage_data)
+    assert "dark.gz.part.resume" in kept and "dark.gz.part" not in kept
+    assert sum(kept.values()) < cut // 3  # the point (with its 32 KiB window) and the bytes since: not all received
+    partial_file = layout.partial_download_path(mirage_data, "dark", "gz")
+    assert partial.kept_bytes(partial_file) == cut
+    fetch_dark(site, mirage_data)
+    assert_dark_ok(mirage_data)
+    assert site.requests[-1].range == f"bytes={cut}-"
+    assert read_record(mirage_data, "dark").sha256 == hashlib.sha256(DARK_GZ).hexdigest()
+
+
+@pytest.mark.skipif(not inflate_available(), reason="resume points need the system zlib and OpenSSL")
+def test_unpacked_bytes_that_do_not_match_the_resume_point_mean_starting_over(site, mirage_data, resume_every):
+    site.faults["d/dark.fits.gz"] = Fault(drop_after=len(DARK_GZ) // 2)
+    with pytest.raises(FetchError):
+        fetch_dark(site, mirage_data, policy=RetryPolicy(retries=0))
+    unpacking = layout.temporary_path(mirage_data / DEST)
+    damaged = bytearray(unpacking.read_bytes())
+    damaged[1000] ^= 0xFF
+    unpacking.write_bytes(damaged)
+    fetch_dark(site, mirage_data)
+    assert_dark_ok(mirage_data)
+    assert site.requests[-1].range is None  # the whole file again, nothing kept trusted
 
 
 def test_not_found_fails_at_once_naming_file_url_and_status(site, mirage_data):
@@ -251,3 +298,32 @@ def test_two_runs_on_one_file_fetch_it_once(tmp_path, mirage_data):
     assert len(server.requests) == 1
     assert any("another run is fetching it" in out for out in outputs)
     assert_dark_ok(mirage_data)
+
+
+@pytest.mark.skipif(not inflate_available(), reason="resume points need the system zlib and OpenSSL")
+def test_a_killed_fetch_resumes_from_its_last_resume_point(tmp_path, mirage_data):
+    root = tmp_path / "server"
+    (root / "d").mkdir(parents=True)
+    (root / "d/dark.fits.gz").write_bytes(DARK_GZ)
+    partial_file = layout.partial_download_path(mirage_data, "dark", "gz")
+    point = partial_file.with_name(partial_file.name + ".resume")
+    with serve(root, rate=400_000) as server:  # about 3 s for the whole file
+        code = (
+            "from pathlib import Path; from mirage_reffiles import partial, transfer; "
+            "from mirage_reffiles.fetch import fetch_gzip; "
+            "partial.RESUME_EVERY = 100_000; transfer.CHUNK_SIZE = 32 << 10; "
+            f"fetch_gzip({server.url + 'd/dark.fits.gz'!r}, Path({str(mirage_data)!r}), 'dark', {DEST!r})"
+        )
+        run = subprocess.Popen([sys.executable, "-c", code], env={"PYTHONPATH": str(REPO / "src")})
+        deadline = time.monotonic() + 30
+        while not (point.exists() and partial.kept_bytes(partial_file) > len(DARK_GZ) // 2):
+            assert run.poll() is None and time.monotonic() < deadline, "the fetch ended before the moment to kill it"
+            time.sleep(0.01)
+        run.kill()
+        run.wait()
+        assert_dark_absent(mirage_data, unpacking_kept=True)
+        kept = partial.kept_bytes(partial_file)
+        fetch_dark(server, mirage_data)
+    assert_dark_ok(mirage_data)
+    assert server.requests[-1].range == f"bytes={kept}-"
+    assert read_record(mirage_data, "dark").sha256 == hashlib.sha256(DARK_GZ).hexdigest()

@@ -7,3 +7,7 @@ class FetchError(Exception):
 
 class UnpackError(FetchError):
     """The archive is corrupt or unsafe; the message names the problem."""
+
+
+class VerifyError(FetchError):
+    """The bytes arrived but fail a check (size, SHA-256): they were discarded."""

@@ -18,6 +18,7 @@ from typing import TextIO
 
 from . import layout
 from .disk import exclusive, is_disk_full, require_free_space
+from .errors import VerifyError
 from .inflate import available as inflate_available
 from .partial import remove_partial
 from .records import Produced, Record, read_record, write_record
@@ -69,18 +70,15 @@ def _receive_checked(url, partial, sink, file_id, expected, policy, room_factor,
                             progress=Progress(file_id, stream=log))  # fmt: skip
         sink.close()
         return received
-    except UnpackError:
+    except (UnpackError, VerifyError):
         sink.discard()
         if partial is not None:
             remove_partial(partial)  # the compressed bytes are what is wrong
         raise
-    except OSError as error:
-        sink.discard()
-        if is_disk_full(error):
+    except BaseException as error:
+        sink.discard(keep=sink.resumable)  # a resumable sink's output is part of what a later run resumes from
+        if isinstance(error, OSError) and is_disk_full(error):
             raise _disk_full(error, what) from None
-        raise
-    except BaseException:
-        sink.discard()
         raise
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from .errors import FetchError
+from .errors import FetchError, VerifyError
 from .partial import NoStore, PartialStore, remove_partial
 
 CHUNK_SIZE = 1 << 20
@@ -232,7 +232,7 @@ def download(
     if problem:
         if partial is not None:
             remove_partial(partial)
-        raise FetchError(f"{url}: {problem}; the bad bytes were discarded")
+        raise VerifyError(f"{url}: {problem}; the bad bytes were discarded")
     if progress is not None:
         progress.finish(done)
     return done, digest.hexdigest()

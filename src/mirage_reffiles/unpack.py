@@ -38,6 +38,8 @@ class GunzipSink:
     stream that stops before its trailer is caught by :meth:`close`.
     """
 
+    resumable = False  # a later run starts it again from the first byte
+
     def __init__(self, path: Path | None, near: Path | None = None, hash_output: bool | None = None):
         self.path = path or near  # where disk space is needed (the file, or what it checks)
         # The SHA-256 of what comes out: by default only when it is kept in a file.
@@ -99,6 +101,8 @@ class ResumableGunzipSink:
     checked against the point's CRC-32.
     """
 
+    resumable = True
+
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +136,10 @@ class ResumableGunzipSink:
 
     def take_point(self) -> dict | None:
         point = self._inflater.take_point()
-        return point.to_dict() if point else None
+        if point is None:
+            return None
+        self._out.flush()  # the bytes before the point are in the file before the point is saved
+        return point.to_dict()
 
     def resume(self, state: dict) -> None:
         """Go on from a resume point; :class:`UnpackError` if the bytes unpacked before it are not there."""
@@ -159,9 +166,10 @@ class ResumableGunzipSink:
             self.discard(keep=True)
 
     def discard(self, keep: bool = False) -> None:
+        """Close the file; delete it unless asked to ``keep`` it (an empty one is not worth keeping)."""
         self._inflater.close()
         self._out.close()
-        if not keep:
+        if not keep or self.path.stat().st_size == 0:
             self.path.unlink(missing_ok=True)
 
 
