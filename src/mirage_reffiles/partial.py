@@ -6,10 +6,9 @@ server for the rest.
 
 When the unpacker can save its state (:class:`.unpack.ResumableGunzipSink`),
 every :data:`RESUME_EVERY` bytes a resume point replaces the bytes before
-it: ``<id>.gz.part.resume`` (JSON) says where unpacking starts again, the
-SHA-256 state of the download so far, and the few compressed bytes between
-the point and ``partial_start``; ``<id>.gz.part.from<N>`` holds the bytes
-from offset N on. So a download keeps at most about RESUME_EVERY compressed
+it: ``<id>.gz.part.resume`` (JSON) says where unpacking starts again (byte
+N) and the SHA-256 state of the download up to ``hashed_to``;
+``<id>.gz.part.from<N>`` holds the bytes from N on. So a download keeps at most about RESUME_EVERY compressed
 bytes on disk, not the whole file. A new point is written (and renamed into
 place) before the bytes it replaces are deleted, so a kill at any moment
 leaves a consistent pair.
@@ -17,7 +16,6 @@ leaves a consistent pair.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from pathlib import Path
@@ -88,15 +86,19 @@ class PartialStore:
                 state = None
         if state is None:
             self.sink.reset()
-            digest, self._start = new_sha256(), 0
+            digest, self._start, hashed_to = new_sha256(), 0, 0
         else:
-            digest, self._start = Sha256.restore(state["sha256"]), state["partial_start"]
-            self.sink.write(base64.b64decode(state["tail"]))
-        self._file = open(_data_path(self.partial, self._start), "a+b")  # noqa: SIM115
+            digest, self._start, hashed_to = Sha256.restore(state["sha256"]), state["partial_start"], state["hashed_to"]
+        current = _data_path(self.partial, self._start)
+        for stale in self.partial.parent.glob(f"{self.partial.name}.from*"):  # left by a kill mid-point
+            if stale != current:
+                stale.unlink()
+        self._file = open(current, "a+b")  # noqa: SIM115
         self._file.seek(0)
         done = self._start
         while block := self._file.read(READ_BLOCK):
-            digest.update(block)
+            if done + len(block) > hashed_to:  # the hash state already covers the bytes before hashed_to
+                digest.update(block[max(0, hashed_to - done) :])
             self.sink.write(block)
             done += len(block)
         self._last_point = done
@@ -113,23 +115,21 @@ class PartialStore:
             self.sink.want_point()
             self._asked = True
         point = self.sink.take_point()
-        if point is None or point["input_offset"] < self._start:
+        if point is None or point["input_offset"] <= self._start:
             return
+        # The bytes from the point on start the next file; the state says the hash covers them up to `done`.
         self._file.flush()
         self._file.seek(point["input_offset"] - self._start)
-        tail = self._file.read(done - point["input_offset"])
-        new = _data_path(self.partial, done)
-        new.touch()
-        state = {"sink": point, "sha256": digest.state(), "partial_start": done}
-        state["tail"] = base64.b64encode(tail).decode()
+        new = _data_path(self.partial, point["input_offset"])
+        new.write_bytes(self._file.read(done - point["input_offset"]))
+        state = {"sink": point, "sha256": digest.state(), "partial_start": point["input_offset"], "hashed_to": done}
         staged = self.partial.with_name(self.partial.name + ".resume.new")
         staged.write_text(json.dumps(state))
         os.replace(staged, _resume_path(self.partial))  # from here on, the bytes before the point are not needed
         self._file.close()
-        if _data_path(self.partial, self._start) != new:
-            _data_path(self.partial, self._start).unlink(missing_ok=True)
+        _data_path(self.partial, self._start).unlink(missing_ok=True)
         self._file = open(new, "a+b")  # noqa: SIM115
-        self._start, self._last_point, self._asked = done, done, False
+        self._start, self._last_point, self._asked = point["input_offset"], done, False
 
     def restart(self):
         """The server sent the file from its start: forget everything; returns a new hasher."""
