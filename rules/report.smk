@@ -15,7 +15,9 @@ rule verify:
     conda:
         "../environment.yml"
     params:
-        **get_report_params(with_sha256=config["verify_sha256"], clear_damaged=False),
+        **get_report_params(
+            with_contents=config["verify_contents"], clear_damaged=False
+        ),
     script:
         "../scripts/verify_tree.py"
 
@@ -29,7 +31,7 @@ checkpoint clear_damaged:
     conda:
         "../environment.yml"
     params:
-        **get_report_params(with_sha256=config["verify_sha256"], clear_damaged=True),
+        **get_report_params(with_contents=config["verify_contents"], clear_damaged=True),
     script:
         "../scripts/verify_tree.py"
 

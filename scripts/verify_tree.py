@@ -18,11 +18,11 @@ from mirage_reffiles.verify import check_tree, clear_damaged, summarize  # noqa:
 params = snakemake.params  # noqa: F821
 mirage_data = Path(params.mirage_data)
 table = load_table(params.table)
-checks = check_tree(mirage_data, table, with_sha256=params.with_sha256)
+checks = check_tree(mirage_data, table, with_contents=params.with_contents)
 selections = {name: table.loc[ids] for name, ids in params.selections.items()}
 report = summarize(checks, selections).to_string()
 damaged = checks[checks.status == "damaged"]
-lines = [f"Checked {mirage_data} ({'sizes and SHA-256' if params.with_sha256 else 'sizes'}):", report]
+lines = [f"Checked {mirage_data} ({'sizes and contents' if params.with_contents else 'sizes'}):", report]
 lines += [f"DAMAGED {check.file_id}: {check.detail}" for check in damaged.itertuples()]
 if params.clear_damaged:
     cleared = clear_damaged(mirage_data, checks)

@@ -8,11 +8,23 @@ import zlib
 
 import pytest
 
+from mirage_reffiles import inflate
 from mirage_reffiles.errors import UnpackError
 from mirage_reffiles.inflate import GzipInflater, ResumePoint, Sha256, available
 from mirage_reffiles.mirror import synthetic_bytes
 
 pytestmark = pytest.mark.skipif(not available(), reason="system zlib or OpenSSL not loadable")
+
+
+@pytest.fixture(autouse=True, params=["zlib-ng", "system zlib"])
+def library(request, monkeypatch):
+    """Every test with each inflating library this module can use."""
+    library, prefix = inflate.open_zlib(zlib_ng=request.param == "zlib-ng")
+    if library is None:
+        pytest.skip(f"{request.param} is not loadable here")
+    monkeypatch.setattr(inflate, "_zlib", library)
+    monkeypatch.setattr(inflate, "_PREFIX", prefix)
+    return request.param
 
 
 def member_with_every_header_field(data: bytes) -> bytes:
@@ -47,6 +59,7 @@ def test_a_stream_fed_in_pieces_unpacks_whole_with_each_member_checked():
     feed_in_pieces(inflater, STREAM, random.Random(1))
     assert bytes(out) == EXPECTED
     assert inflater.at_end and inflater.members == 2
+    assert inflater.output_crc == zlib.crc32(EXPECTED)
     assert inflater.output_offset == len(EXPECTED) and inflater.input_offset == len(STREAM)
 
 
@@ -86,9 +99,10 @@ def test_corrupt_bytes_fail_the_member_check():
         inflater.feed(bytes(corrupt))
 
 
-def test_a_cut_stream_is_not_at_its_end_and_not_gzip_is_refused():
+@pytest.mark.parametrize("cut", [len(STREAM) // 2, len(STREAM) - 4, len(STREAM) - 8])
+def test_a_cut_stream_is_not_at_its_end_and_not_gzip_is_refused(cut):
     inflater = GzipInflater(lambda chunk: None)
-    inflater.feed(STREAM[: len(STREAM) // 2])
+    inflater.feed(STREAM[:cut])  # the last cuts leave out part or all of the trailer
     assert not inflater.at_end
     with pytest.raises(UnpackError, match="not gzip data"):
         GzipInflater(lambda chunk: None).feed(b"PK\x03\x04 a zip file, not gzip")

@@ -168,18 +168,18 @@ def test_verify_finds_damage_and_repair_restores_it(snakemake, server, mirror, t
     sizes_only = snakemake("verify", check=False)
     assert sizes_only.returncode != 0
     assert "2 damaged; run `snakemake repair`" in sizes_only.stdout  # a flipped byte keeps the size
-    result = snakemake("verify", config={"verify_sha256": True}, check=False)
+    result = snakemake("verify", config={"verify_contents": True}, check=False)
     assert result.returncode != 0 and "3 damaged; run `snakemake repair`" in result.stdout
     for file_id in (flipped.file_id, truncated.file_id, "mirage_fgs_cr_library"):
         assert f"DAMAGED {file_id}:" in result.stdout
-    assert "SHA-256 differs from the record" in result.stdout and f"{member}: missing" in result.stdout
+    assert "CRC-32 differs from the record" in result.stdout and f"{member}: missing" in result.stdout
     assert server.requests[len(rows) :] == []  # verify reads the tree only
 
     server.requests.clear()
-    snakemake("repair", config={"verify_sha256": True})
+    snakemake("repair", config={"verify_contents": True})
     assert sorted(r.path for r in server.requests) == sorted([flipped.path, truncated.path, rows.path.iloc[0]])
     assert tree(snakemake.mirage_data) == good
-    assert snakemake("verify", config={"verify_sha256": True}).returncode == 0
+    assert snakemake("verify", config={"verify_contents": True}).returncode == 0
 
 
 def test_pinned_table_refuses_a_changed_file(snakemake, server, mirror, table, workdir):

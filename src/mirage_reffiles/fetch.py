@@ -111,7 +111,8 @@ def fetch_gzip(
         sink = _gunzip_sink(layout.temporary_path(final), resumable=partial is not None and kept_archive is None)
         # The unpacked file is at least as large as the download.
         size, sha256 = _receive_checked(url, partial, sink, file_id, expected, policy, 2, destination, log)
-        write_record(mirage_data, Record(file_id, url, size, sha256, [Produced(destination, sink.size, sink.sha256)]))
+        produced = Produced(destination, sink.size, sink.sha256, getattr(sink, "crc32", None))
+        write_record(mirage_data, Record(file_id, url, size, sha256, [produced]))
         os.replace(sink.path, final)
         _finish_download(partial, kept_archive)
     return final

@@ -21,6 +21,7 @@ import base64
 import ctypes
 import ctypes.util
 import hashlib
+import importlib.util
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -69,41 +70,91 @@ class _Sha256Ctx(ctypes.Structure):  # OpenSSL's SHA256_CTX
     ]
 
 
-def _load(name: str, functions: dict[str, list]) -> ctypes.CDLL | None:
-    path = ctypes.util.find_library(name)
+def _load(path: str | None, prefix: str, functions: dict[str, list]) -> ctypes.CDLL | None:
+    """The library at ``path`` with ``functions`` (names without ``prefix``) typed; None if any is missing."""
     try:
         library = ctypes.CDLL(path) if path else None
         for function, argtypes in functions.items():
-            getattr(library, function).argtypes = argtypes
+            getattr(library, prefix + function).argtypes = argtypes
     except (OSError, AttributeError):
         return None
     return library
 
 
+def _zlib_ng_path() -> str | None:
+    """The zlib-ng that the ``zlib-ng`` package carries: its inflate is faster than zlib's here."""
+    try:
+        spec = importlib.util.find_spec("zlib_ng.zlib_ng")
+    except ImportError:
+        return None
+    return spec.origin if spec else None
+
+
 _STREAM = ctypes.POINTER(_ZStream)
-_zlib = _load(
-    "z",
-    {
-        "inflateInit2_": [_STREAM, ctypes.c_int, ctypes.c_char_p, ctypes.c_int],
-        "inflate": [_STREAM, ctypes.c_int],
-        "inflateEnd": [_STREAM],
-        "inflatePrime": [_STREAM, ctypes.c_int, ctypes.c_int],
-        "inflateSetDictionary": [_STREAM, ctypes.c_void_p, ctypes.c_uint],
-        "inflateGetDictionary": [_STREAM, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint)],
-        "zlibVersion": [],
-    },
-)
+_INFLATE = {
+    "inflate": [_STREAM, ctypes.c_int],
+    "inflateEnd": [_STREAM],
+    "inflatePrime": [_STREAM, ctypes.c_int, ctypes.c_int],
+    "inflateSetDictionary": [_STREAM, ctypes.c_void_p, ctypes.c_uint],
+    "inflateGetDictionary": [_STREAM, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint)],
+    "crc32_combine": [ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int64],
+}
+
+
+def open_zlib(zlib_ng: bool = True) -> tuple[ctypes.CDLL | None, str]:
+    """The inflating library and its names' prefix: zlib-ng's own API (``zng_``
+    names; same stream layout on 64-bit Linux for the fields used here) when
+    ``zlib_ng`` and it is there, else the system zlib; ``(None, "")`` if neither."""
+    library = _load(_zlib_ng_path(), "zng_", {**_INFLATE, "inflateInit2": [_STREAM, ctypes.c_int]}) if zlib_ng else None
+    if library is not None:
+        prefix = "zng_"
+    else:
+        prefix, library = (
+            "",
+            _load(
+                ctypes.util.find_library("z"),
+                "",
+                {
+                    **_INFLATE,
+                    "inflateInit2_": [_STREAM, ctypes.c_int, ctypes.c_char_p, ctypes.c_int],
+                    "zlibVersion": [],
+                },
+            ),
+        )
+        if library is None:
+            return None, ""
+        library.zlibVersion.restype = ctypes.c_char_p
+    getattr(library, prefix + "crc32_combine").restype = ctypes.c_uint32
+    return library, prefix
+
+
+_zlib, _PREFIX = open_zlib()
 _CTX = ctypes.POINTER(_Sha256Ctx)
 _crypto = _load(
-    "crypto",
+    ctypes.util.find_library("crypto"),
+    "",
     {
         "SHA256_Init": [_CTX],
         "SHA256_Update": [_CTX, ctypes.c_void_p, ctypes.c_size_t],
         "SHA256_Final": [ctypes.c_char_p, _CTX],
     },
 )
-if _zlib is not None:
-    _zlib.zlibVersion.restype = ctypes.c_char_p
+
+
+def _z(name: str):
+    """The zlib function ``name``, from whichever library was loaded."""
+    return getattr(_zlib, _PREFIX + name)
+
+
+def _inflate_init(stream: _ZStream) -> int:
+    if _PREFIX:
+        return _z("inflateInit2")(stream, -15)
+    return _zlib.inflateInit2_(stream, -15, _zlib.zlibVersion(), ctypes.sizeof(_ZStream))
+
+
+def crc32_combine(first: int, second: int, second_length: int) -> int:
+    """The CRC-32 of two pieces from theirs."""
+    return _z("crc32_combine")(first, second, second_length)
 
 
 def available() -> bool:
@@ -161,9 +212,14 @@ class ResumePoint:
     byte: int
     window: str  # base64
     output_offset: int  # unpacked bytes before the point (whole stream)
-    output_crc: int  # CRC-32 of those bytes
-    member_crc: int  # CRC-32 and size of the current gzip member's output so far
+    before_crc: int  # CRC-32 of the output of the members before this one
+    member_crc: int  # CRC-32 and size of this gzip member's output so far
     member_size: int
+
+    @property
+    def output_crc(self) -> int:
+        """CRC-32 of all the output before the point."""
+        return crc32_combine(self.before_crc, self.member_crc, self.member_size)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -217,7 +273,7 @@ class GzipInflater:
         self.members = 0
         self.input_offset = 0
         self.output_offset = 0
-        self.output_crc = 0
+        self.before_crc = 0  # CRC-32 of the output of the members before the current one
         self.member_crc = 0
         self.member_size = 0
 
@@ -226,20 +282,27 @@ class GzipInflater:
         inflater = cls(write)
         inflater._start_raw()
         if point.bits:
-            _zlib.inflatePrime(inflater._stream, point.bits, point.byte >> (8 - point.bits))
+            _z("inflatePrime")(inflater._stream, point.bits, point.byte >> (8 - point.bits))
         window = base64.b64decode(point.window)
-        _zlib.inflateSetDictionary(inflater._stream, _address(window), len(window))
+        _z("inflateSetDictionary")(inflater._stream, _address(window), len(window))
         inflater._in_member = True
         inflater._last_byte = point.byte
         inflater.members = 1
-        for name in ("input_offset", "output_offset", "output_crc", "member_crc", "member_size"):
+        for name in ("input_offset", "output_offset", "before_crc", "member_crc", "member_size"):
             setattr(inflater, name, getattr(point, name))
         return inflater
 
     @property
     def at_end(self) -> bool:
-        """True after a complete member, with nothing more begun."""
-        return self.members > 0 and not self._in_member and not self._pending
+        """True after a complete member (its trailer checked), with nothing more begun."""
+        return self.members > 0 and not self._in_member and self._stream is None and not self._pending
+
+    @property
+    def output_crc(self) -> int:
+        """CRC-32 of all the output so far."""
+        if not self._in_member:
+            return self.before_crc  # which includes the member just ended
+        return crc32_combine(self.before_crc, self.member_crc, self.member_size)
 
     def want_point(self) -> None:
         self._want = True
@@ -256,14 +319,13 @@ class GzipInflater:
 
     def close(self) -> None:
         if self._stream is not None:
-            _zlib.inflateEnd(self._stream)
+            _z("inflateEnd")(self._stream)
             self._stream = None
 
     def _start_raw(self) -> None:
         self.close()
         self._stream = _ZStream()
-        version = _zlib.zlibVersion()
-        if _zlib.inflateInit2_(self._stream, -15, version, ctypes.sizeof(_ZStream)) != Z_OK:
+        if _inflate_init(self._stream) != Z_OK:
             raise RuntimeError("zlib inflateInit2 failed")
 
     def _read_framing(self, data: bytes) -> int:
@@ -297,12 +359,11 @@ class GzipInflater:
         stream.next_in, stream.avail_in = _address(data), size
         while True:
             stream.next_out, stream.avail_out = ctypes.addressof(self._out), OUTPUT_BUFFER
-            status = _zlib.inflate(stream, Z_BLOCK if self._want else Z_NO_FLUSH)
+            status = _z("inflate")(stream, Z_BLOCK if self._want else Z_NO_FLUSH)
             produced = OUTPUT_BUFFER - stream.avail_out
             if produced:
                 chunk = self._view[:produced]
                 self.member_crc = crc32(chunk, self.member_crc)
-                self.output_crc = crc32(chunk, self.output_crc)
                 self.member_size += produced
                 self.output_offset += produced
                 self._write(chunk)
@@ -311,6 +372,7 @@ class GzipInflater:
                 self._last_byte = data[used - 1]
             if status == Z_STREAM_END:
                 self._in_member = False
+                self.before_crc = crc32_combine(self.before_crc, self.member_crc, self.member_size)
                 return used
             if status not in (Z_OK, Z_BUF_ERROR):
                 message = stream.msg.decode(errors="replace") if stream.msg else f"zlib status {status}"
@@ -323,7 +385,7 @@ class GzipInflater:
     def _mark(self, used: int, bits: int) -> None:
         window = ctypes.create_string_buffer(WINDOW)
         length = ctypes.c_uint(0)
-        _zlib.inflateGetDictionary(self._stream, window, ctypes.byref(length))
+        _z("inflateGetDictionary")(self._stream, window, ctypes.byref(length))
         self._want = False
         self._point = ResumePoint(
             input_offset=self.input_offset + used,
@@ -331,7 +393,7 @@ class GzipInflater:
             byte=self._last_byte if bits else 0,
             window=base64.b64encode(window.raw[: length.value]).decode(),
             output_offset=self.output_offset,
-            output_crc=self.output_crc,
+            before_crc=self.before_crc,
             member_crc=self.member_crc,
             member_size=self.member_size,
         )

@@ -1,8 +1,9 @@
 """The record of each fetched file, kept under MIRAGE_DATA/.reffiles/records/.
 
 A record says where a download came from, its size and SHA-256, when it was
-fetched, and every file it produced under MIRAGE_DATA with its size and
-SHA-256: what ``verify`` checks the tree against. For a tarball the record
+fetched, and every file it produced under MIRAGE_DATA with its size and a
+digest (SHA-256, or the CRC-32 gunzipping computed anyway for a file
+unpacked from a ``.gz``): what ``verify`` checks the tree against. For a tarball the record
 is written last and marks the extraction as complete.
 """
 
@@ -21,7 +22,8 @@ from .layout import record_path, temporary_path
 class Produced:
     path: str  # relative to MIRAGE_DATA
     size: int
-    sha256: str
+    sha256: str | None = None
+    crc32: int | None = None
 
 
 @dataclass

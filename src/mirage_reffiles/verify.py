@@ -13,7 +13,7 @@ import pandas as pd
 from .disk import exclusive
 from .layout import lock_path, record_path
 from .records import read_record
-from .unpack import sha256_of
+from .unpack import crc32_of, sha256_of
 
 #: What a row of the table can be on disk.
 STATUSES = ("ok", "damaged", "missing", "unrecorded")
@@ -27,12 +27,13 @@ class Check:
     damaged: tuple[str, ...] = ()  # paths under MIRAGE_DATA that failed
 
 
-def check_file(mirage_data: Path, row, with_sha256: bool = False) -> Check:
+def check_file(mirage_data: Path, row, with_contents: bool = False) -> Check:
     """Compare what a row produced with its record.
 
-    Sizes are always compared; SHA-256 too with ``with_sha256`` (reads every
-    byte). A row without a record is ``missing``, or ``unrecorded`` when its
-    unpacked file is there all the same (put there by other means).
+    Sizes are always compared; with ``with_contents`` the recorded digest too
+    (SHA-256, or CRC-32 for a file unpacked from a ``.gz``; reads every byte).
+    A row without a record is ``missing``, or ``unrecorded`` when its unpacked
+    file is there all the same (put there by other means).
     """
     record = read_record(mirage_data, row.file_id)
     if record is None:
@@ -46,17 +47,19 @@ def check_file(mirage_data: Path, row, with_sha256: bool = False) -> Check:
             problems.append((item.path, "missing"))
         elif path.stat().st_size != item.size:
             problems.append((item.path, f"{path.stat().st_size} bytes, recorded {item.size}"))
-        elif with_sha256 and sha256_of(path) != item.sha256:
+        elif with_contents and item.sha256 and sha256_of(path) != item.sha256:
             problems.append((item.path, "SHA-256 differs from the record"))
+        elif with_contents and item.crc32 is not None and crc32_of(path) != item.crc32:
+            problems.append((item.path, "CRC-32 differs from the record"))
     if not problems:
         return Check(row.file_id, "ok")
     detail = "; ".join(f"{path}: {problem}" for path, problem in problems)
     return Check(row.file_id, "damaged", detail, tuple(path for path, _ in problems))
 
 
-def check_tree(mirage_data: Path, table: pd.DataFrame, with_sha256: bool = False) -> pd.DataFrame:
+def check_tree(mirage_data: Path, table: pd.DataFrame, with_contents: bool = False) -> pd.DataFrame:
     """One :func:`check_file` per row, as a frame indexed by ``file_id``."""
-    checks = [check_file(mirage_data, row, with_sha256) for row in table.itertuples()]
+    checks = [check_file(mirage_data, row, with_contents) for row in table.itertuples()]
     frame = pd.DataFrame([vars(check) for check in checks], columns=["file_id", "status", "detail", "damaged"])
     return frame.set_index("file_id", drop=False)
 
