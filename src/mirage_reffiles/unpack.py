@@ -124,7 +124,11 @@ class ResumableGunzipSink:
         self._inflater.feed(chunk)
 
     def reset(self) -> None:
-        self._out.truncate(0)
+        # A new file rather than truncate(0): ext4 flushes a file truncated to
+        # zero when it is closed (auto_da_alloc), which stalled every download's end.
+        self._out.close()
+        self.path.unlink(missing_ok=True)
+        self._out = open(self.path, "a+b")  # noqa: SIM115
         self._inflater.close()
         self._inflater = GzipInflater(self._out.write)
         self._pointed = False
