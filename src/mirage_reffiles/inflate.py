@@ -8,11 +8,12 @@ the end of each deflate block (``Z_BLOCK``), hand out its 32 KiB window
 download that stops can go on from the last point with only the compressed
 bytes received since it, so those are all that has to be kept on disk.
 
-The system zlib is driven through ctypes (its ABI is stable); with a buffer
-large enough, that inflates faster here than the ``zlib`` module does.
-SHA-256 state is saved the same way, through OpenSSL's ``SHA256_CTX``.
-Where either library cannot be loaded, :func:`available` is False and the
-callers keep every compressed byte instead.
+The library is driven through ctypes: zlib-ng's own API from the library
+the ``zlib-ng`` package carries (its inflate is about 1.3x zlib's here),
+else the system zlib (a stable ABI; with a 4 MiB output buffer it still
+beats the ``zlib`` module). SHA-256 state is saved the same way, through
+OpenSSL's ``SHA256_CTX``. Where neither zlib nor OpenSSL can be loaded,
+:func:`available` is False and the callers keep every compressed byte.
 """
 
 from __future__ import annotations

@@ -201,8 +201,9 @@ def download(
 ) -> tuple[int, str]:
     """Stream ``url`` into ``partial``, passing every byte to ``sink``.
 
-    Bytes already in ``partial`` (from an earlier, interrupted run) are fed to
-    ``sink`` first and only the rest is requested, with an HTTP Range request.
+    What an earlier, interrupted run kept (see :mod:`.partial`: all the bytes,
+    or a resume point and the bytes since) is fed to ``sink`` first and only
+    the rest is requested, with an HTTP Range request.
     A dropped connection, a timeout or a busy server is retried with backoff,
     resuming where the bytes stopped. Returns ``(size, sha256)`` once the byte
     count matches what the server announced and what ``expected`` says.

@@ -1,0 +1,66 @@
+"""What an interrupted download keeps, and how a later run picks it up (no network here)."""
+
+import gzip
+import hashlib
+
+import pytest
+
+from mirage_reffiles.inflate import available
+from mirage_reffiles.mirror import synthetic_bytes
+from mirage_reffiles.partial import PartialStore, kept_bytes
+from mirage_reffiles.unpack import ResumableGunzipSink
+
+pytestmark = pytest.mark.skipif(not available(), reason="resume points need the system zlib and OpenSSL")
+
+DATA = synthetic_bytes("partial", 3_000_000)
+STREAM = gzip.compress(DATA, mtime=0)
+CHUNK = 20_000
+
+
+def receive(store, start, stop):
+    """What transfer.download does with each chunk of the body."""
+    done, digest = store.open()
+    assert done == start
+    for position in range(done, stop, CHUNK):
+        chunk = STREAM[position : min(position + CHUNK, stop)]
+        store.write(chunk)
+        digest.update(chunk)
+        store.sink.write(chunk)
+        done += len(chunk)
+        store.written(done, digest)
+    return done, digest
+
+
+def test_a_download_stopped_midway_goes_on_from_its_last_resume_point(tmp_path):
+    partial, output = tmp_path / "dark.gz.part", tmp_path / "dark.fits.part"
+    first = PartialStore(partial, ResumableGunzipSink(output), every=200_000)
+    receive(first, 0, len(STREAM) // 2)
+    first.close()
+    first.sink.discard(keep=True)  # as after a failure: the unpacked bytes stay for the resume point
+    kept = kept_bytes(partial)
+    assert kept == len(STREAM) // 2
+    on_disk = sum(p.stat().st_size for p in tmp_path.glob("dark.gz.part*"))
+    assert on_disk < 200_000 + 2 * CHUNK + 50_000  # bytes since the point, and the point: not the 1 MB received
+    (tmp_path / "dark.gz.part.from123").write_bytes(b"left by a kill between two renames")
+
+    second = PartialStore(partial, ResumableGunzipSink(output), every=200_000)
+    done, digest = receive(second, kept, len(STREAM))
+    second.close()
+    second.sink.close()
+    assert done == len(STREAM) and digest.hexdigest() == hashlib.sha256(STREAM).hexdigest()
+    assert output.read_bytes() == DATA
+    assert not (tmp_path / "dark.gz.part.from123").exists()
+
+
+def test_an_unreadable_resume_point_means_starting_over(tmp_path):
+    partial, output = tmp_path / "dark.gz.part", tmp_path / "dark.fits.part"
+    first = PartialStore(partial, ResumableGunzipSink(output), every=200_000)
+    receive(first, 0, len(STREAM) // 2)
+    first.close()
+    first.sink.discard(keep=True)
+    (tmp_path / "dark.gz.part.resume").write_text("{not json")
+    second = PartialStore(partial, ResumableGunzipSink(output), every=200_000)
+    receive(second, 0, len(STREAM))  # from the first byte: what was kept is not trusted
+    second.close()
+    second.sink.close()
+    assert output.read_bytes() == DATA
