@@ -111,7 +111,7 @@ def fetch_gzip(
         sink = _gunzip_sink(layout.temporary_path(final), resumable=partial is not None and kept_archive is None)
         # The unpacked file is at least as large as the download.
         size, sha256 = _receive_checked(url, partial, sink, file_id, expected, policy, 2, destination, log)
-        produced = Produced(destination, sink.size, sink.sha256, getattr(sink, "crc32", None))
+        produced = Produced(destination, sink.size, sink.sha256, sink.crc32)
         write_record(mirage_data, Record(file_id, url, size, sha256, [produced]))
         os.replace(sink.path, final)
         _finish_download(partial, kept_archive)
@@ -210,8 +210,8 @@ def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
 def fetch_logged(request: FetchRequest, log_path: str | Path) -> Path:
     """:func:`fetch` for a build job: progress and any failure go to ``log_path``.
 
-    Build jobs run as threads of one Snakemake process: the socket layer,
-    hashlib, ISA-L and zlib release the GIL while they work on the bytes.
+    Build jobs run as threads of one Snakemake process: the socket layer and
+    the hashing and inflating libraries release the GIL while they work.
     """
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:

@@ -40,6 +40,7 @@ class GunzipSink:
     """
 
     resumable = False  # a later run starts it again from the first byte
+    crc32 = None  # its digest is the SHA-256 (``hash_output``)
 
     def __init__(self, path: Path | None, near: Path | None = None, hash_output: bool | None = None):
         self.path = path or near  # where disk space is needed (the file, or what it checks)
