@@ -82,13 +82,19 @@ def _load(path: str | None, prefix: str, functions: dict[str, list]) -> ctypes.C
     return library
 
 
-def _zlib_ng_path() -> str | None:
-    """The zlib-ng that the ``zlib-ng`` package carries: its inflate is faster than zlib's here."""
+def _zlib_ng_paths() -> list[str]:
+    """Where zlib-ng may be: inside the ``zlib-ng`` package's module (PyPI wheels link it
+    statically and export its API), or a shared ``libz-ng`` (conda-forge, some distributions)."""
+    paths = []
     try:
         spec = importlib.util.find_spec("zlib_ng.zlib_ng")
     except ImportError:
-        return None
-    return spec.origin if spec else None
+        spec = None
+    if spec and spec.origin:
+        paths.append(spec.origin)
+    if shared := ctypes.util.find_library("z-ng"):
+        paths.append(shared)
+    return paths
 
 
 _STREAM = ctypes.POINTER(_ZStream)
@@ -106,7 +112,10 @@ def open_zlib(zlib_ng: bool = True) -> tuple[ctypes.CDLL | None, str]:
     """The inflating library and its names' prefix: zlib-ng's own API (``zng_``
     names; same stream layout on 64-bit Linux for the fields used here) when
     ``zlib_ng`` and it is there, else the system zlib; ``(None, "")`` if neither."""
-    library = _load(_zlib_ng_path(), "zng_", {**_INFLATE, "inflateInit2": [_STREAM, ctypes.c_int]}) if zlib_ng else None
+    library = None
+    for path in _zlib_ng_paths() if zlib_ng else []:
+        if library := _load(path, "zng_", {**_INFLATE, "inflateInit2": [_STREAM, ctypes.c_int]}):
+            break
     if library is not None:
         prefix = "zng_"
     else:
