@@ -8,7 +8,7 @@ import pytest
 from mirage_reffiles.inflate import available
 from mirage_reffiles.mirror import synthetic_bytes
 from mirage_reffiles.partial import PartialStore, kept_bytes
-from mirage_reffiles.unpack import ResumableGunzipSink
+from mirage_reffiles.unpack import GunzipSink, ResumableGunzipSink
 
 pytestmark = pytest.mark.skipif(not available(), reason="resume points need the system zlib and OpenSSL")
 
@@ -64,3 +64,18 @@ def test_an_unreadable_resume_point_means_starting_over(tmp_path):
     second.close()
     second.sink.close()
     assert output.read_bytes() == DATA
+
+
+def test_a_sink_that_cannot_resume_from_a_point_starts_over(tmp_path):
+    """E.g. a run with keep_archives after one without: the whole file is needed, the point is no use."""
+    partial, output = tmp_path / "dark.gz.part", tmp_path / "dark.fits.part"
+    first = PartialStore(partial, ResumableGunzipSink(output), every=200_000)
+    receive(first, 0, len(STREAM) // 2)
+    first.close()
+    first.sink.discard(keep=True)
+    second = PartialStore(partial, GunzipSink(output))
+    receive(second, 0, len(STREAM))
+    second.close()
+    second.sink.close()
+    assert output.read_bytes() == DATA
+    assert sorted(p.name for p in tmp_path.glob("dark.gz.part*")) == ["dark.gz.part"]  # the whole download, kept
