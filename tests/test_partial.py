@@ -31,12 +31,18 @@ def receive(store, start, stop):
     return done, digest
 
 
-def test_a_download_stopped_midway_goes_on_from_its_last_resume_point(tmp_path):
+def stopped_midway(tmp_path):
+    """A first run that received half the stream and failed; returns the partial and unpacking paths."""
     partial, output = tmp_path / "dark.gz.part", tmp_path / "dark.fits.part"
     first = PartialStore(partial, ResumableGunzipSink(output), every=200_000)
     receive(first, 0, len(STREAM) // 2)
     first.close()
     first.sink.discard(keep=True)  # as after a failure: the unpacked bytes stay for the resume point
+    return partial, output
+
+
+def test_a_download_stopped_midway_goes_on_from_its_last_resume_point(tmp_path):
+    partial, output = stopped_midway(tmp_path)
     kept = kept_bytes(partial)
     assert kept == len(STREAM) // 2
     on_disk = sum(p.stat().st_size for p in tmp_path.glob("dark.gz.part*"))
@@ -53,11 +59,7 @@ def test_a_download_stopped_midway_goes_on_from_its_last_resume_point(tmp_path):
 
 
 def test_an_unreadable_resume_point_means_starting_over(tmp_path):
-    partial, output = tmp_path / "dark.gz.part", tmp_path / "dark.fits.part"
-    first = PartialStore(partial, ResumableGunzipSink(output), every=200_000)
-    receive(first, 0, len(STREAM) // 2)
-    first.close()
-    first.sink.discard(keep=True)
+    partial, output = stopped_midway(tmp_path)
     (tmp_path / "dark.gz.part.resume").write_text("{not json")
     second = PartialStore(partial, ResumableGunzipSink(output), every=200_000)
     receive(second, 0, len(STREAM))  # from the first byte: what was kept is not trusted
@@ -68,11 +70,7 @@ def test_an_unreadable_resume_point_means_starting_over(tmp_path):
 
 def test_a_sink_that_cannot_resume_from_a_point_starts_over(tmp_path):
     """E.g. a run with keep_archives after one without: the whole file is needed, the point is no use."""
-    partial, output = tmp_path / "dark.gz.part", tmp_path / "dark.fits.part"
-    first = PartialStore(partial, ResumableGunzipSink(output), every=200_000)
-    receive(first, 0, len(STREAM) // 2)
-    first.close()
-    first.sink.discard(keep=True)
+    partial, output = stopped_midway(tmp_path)
     second = PartialStore(partial, GunzipSink(output))
     receive(second, 0, len(STREAM))
     second.close()

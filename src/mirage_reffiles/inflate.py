@@ -270,7 +270,7 @@ class GzipInflater:
 
     def __init__(self, write: Callable[[memoryview], None]):
         if _zlib is None:
-            raise RuntimeError("the system zlib could not be loaded")
+            raise RuntimeError("neither zlib-ng nor the system zlib could be loaded")
         self._write = write
         self._out = ctypes.create_string_buffer(OUTPUT_BUFFER)
         self._view = memoryview(self._out).cast("B")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .errors import UnpackError
 from .inflate import Sha256, new_sha256
+from .inflate import available as inflate_available
 
 #: Compressed bytes between resume points.
 RESUME_EVERY = 16 << 20
@@ -66,7 +67,7 @@ class PartialStore:
         self.partial = partial
         self.sink = sink
         self.every = every or RESUME_EVERY
-        self.points = hasattr(sink, "take_point") and isinstance(new_sha256(), Sha256)
+        self.points = hasattr(sink, "take_point") and inflate_available()  # a point saves the SHA-256 state too
         self._file = None
         self._start = 0
         self._last_point = 0

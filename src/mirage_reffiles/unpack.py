@@ -148,13 +148,10 @@ class ResumableGunzipSink:
     def resume(self, state: dict) -> None:
         """Go on from a resume point; :class:`UnpackError` if the bytes unpacked before it are not there."""
         point = ResumePoint.from_dict(state)
-        crc, left = 0, point.output_offset
         self._out.flush()
         self._out.seek(0)
-        while left and (block := self._out.read(min(left, MAX_INFLATE))):
-            crc = crc32(block, crc)
-            left -= len(block)
-        if left or crc != point.output_crc:
+        crc, read = _crc32_read(self._out, point.output_offset)
+        if read != point.output_offset or crc != point.output_crc:
             raise UnpackError(f"{self.path.name} does not hold the bytes its resume point describes")
         self._out.truncate(point.output_offset)
         self._inflater.close()
@@ -244,12 +241,21 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def _crc32_read(handle, limit: int | None = None) -> tuple[int, int]:
+    """CRC-32 of what ``handle`` reads, up to ``limit`` bytes (all, by default), and how many it read."""
+    crc = read = 0
+    while limit is None or read < limit:
+        block = handle.read(MAX_INFLATE if limit is None else min(MAX_INFLATE, limit - read))
+        if not block:
+            break
+        crc = crc32(block, crc)
+        read += len(block)
+    return crc, read
+
+
 def crc32_of(path: Path) -> int:
-    crc = 0
     with open(path, "rb") as handle:
-        while block := handle.read(MAX_INFLATE):
-            crc = crc32(block, crc)
-    return crc
+        return _crc32_read(handle)[0]
 
 
 def move_into_place(staging: Path, root: Path) -> None:
