@@ -11,3 +11,7 @@ class UnpackError(FetchError):
 
 class VerifyError(FetchError):
     """The bytes arrived but fail a check (size, SHA-256): they were discarded."""
+
+
+class Interrupted(FetchError):
+    """The run was asked to stop (Ctrl-C, SIGTERM, SIGHUP); what was fetched is kept for the next run."""
