@@ -21,8 +21,9 @@ from .disk import exclusive, is_disk_full, require_free_space
 from .errors import VerifyError
 from .inflate import available as inflate_available
 from .partial import remove_partial
+from .progress import Progress
 from .records import Produced, Record, read_record, write_record
-from .transfer import Expected, FetchError, Progress, RetryPolicy, download, is_local, local_path
+from .transfer import Expected, FetchError, RetryPolicy, download, is_local, local_path
 from .unpack import GunzipSink, ResumableGunzipSink, UnpackError, extract_tarball, move_into_place
 
 

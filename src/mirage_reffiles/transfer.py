@@ -14,12 +14,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TextIO
 
 from .errors import FetchError, VerifyError
 from .partial import NoStore, PartialStore, remove_partial
+from .progress import Progress
 
 CHUNK_SIZE = 1 << 20
 USER_AGENT = "mirage-reffiles"
@@ -71,41 +72,6 @@ class Expected:
 
     size: int | None = None
     sha256: str | None = None
-
-
-@dataclass
-class Progress:
-    """Writes bytes, rate and time left to a stream at a fixed interval."""
-
-    label: str
-    total: int | None = None
-    interval: float = 10.0
-    stream: TextIO | None = None
-    started: float = field(default_factory=time.monotonic)
-
-    def __post_init__(self):
-        self._last = self.started  # first report after one interval: small files only get the final line
-
-    def _say(self, text: str) -> None:
-        print(f"{self.label}: {text}", file=self.stream or sys.stderr, flush=True)
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            return
-        self._last = now
-        rate = done / max(now - self.started, 1e-9)
-        text = f"{done / 1e6:.1f} MB"
-        if self.total:
-            left = (self.total - done) / rate if rate > 0 else float("inf")
-            text += f" of {self.total / 1e6:.1f} MB, {rate / 1e6:.2f} MB/s, {left:.0f} s left"
-        else:
-            text += f", {rate / 1e6:.2f} MB/s"
-        self._say(text)
-
-    def finish(self, done: int) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        self._say(f"done, {done} bytes in {elapsed:.1f} s ({done / elapsed / 1e6:.2f} MB/s)")
 
 
 def as_url(location: str) -> str:

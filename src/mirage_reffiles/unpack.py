@@ -16,8 +16,8 @@ from .disk import require_free_space
 from .errors import UnpackError
 from .inflate import GzipInflater, ResumePoint, crc32
 from .layout import tarball_member_destination
+from .progress import Progress
 from .records import Produced
-from .transfer import Progress
 
 try:  # ISA-L inflates about twice as fast as zlib here (see docs/benchmarks.md)
     from isal import isal_zlib as inflate_lib
@@ -209,7 +209,7 @@ def extract_tarball(archive: Path, staging: Path, log: TextIO | None = None, siz
     staging.mkdir(parents=True)
     if size:
         require_free_space(staging, size, f"unpacking {archive.name}")
-    progress = Progress(f"unpacking {archive.name}", size, stream=log)
+    progress = Progress(f"unpacking {archive.name}", size, stream=log, on_board=False)
     done = 0
     try:
         with gzip_reader(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
