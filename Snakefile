@@ -35,10 +35,16 @@ rule report_unknown_target:
         name=r"[^/]+",
 
 
+onstart:
+    session.start(workflow)
+
+
 onsuccess:
+    session.end(success=True)
     report_environment(log)
     settle()
 
 
 onerror:
+    session.end(success=False)
     settle()

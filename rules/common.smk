@@ -4,21 +4,21 @@ import sys
 from pathlib import Path
 
 import yaml
-from snakemake.utils import validate
 
 # The workflow uses its own copy of the package, installed or not (the report
 # scripts are given the same path).
 PACKAGE_ROOT = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, PACKAGE_ROOT)
 
-from mirage_reffiles import layout
+from mirage_reffiles import layout, session
+from mirage_reffiles.errors import ServerUnreachable, SpaceError, UsageError
 from mirage_reffiles.plan import make_plan
+from mirage_reffiles.probe import probe
 from mirage_reffiles.runtime import freeze, settle
-from mirage_reffiles.settings import coerce_flags
+from mirage_reffiles.settings import check_config, check_mirage_data
 from mirage_reffiles.envfile import export_lines, mirage_environment, write_env_file
 from mirage_reffiles.table import (
     SKIP_FLAGS,
-    TableError,
     load_table,
     mirage_group,
     select,
@@ -27,36 +27,39 @@ from mirage_reffiles.table import (
 from mirage_reffiles.fetch import FetchRequest, fetch_logged
 from mirage_reffiles.transfer import Expected, RetryPolicy, as_base_url, as_url
 
-with open(Path(workflow.basedir) / "config/schemas/config.schema.yaml") as handle:
-    config.update(coerce_flags(config, yaml.safe_load(handle)))
-validate(config, schema="../config/schemas/config.schema.yaml")
+# Everything the user chose is checked now: a mistake ends the run with a few
+# lines naming the fix, before any download.
+try:
+    with open(Path(workflow.basedir) / "config/schemas/config.schema.yaml") as handle:
+        config.update(check_config(config, yaml.safe_load(handle)))
+    session.begin(verbose=config["verbose"], interval=config["progress_interval"])
+    MIRAGE_DATA = check_mirage_data(
+        config["mirage_data"] or os.environ.get("MIRAGE_DATA") or "mirage_data"
+    )
+    BASE_URL = as_base_url(config["base_url"])
+    OPTIONS = {key: config[key] for key in (*SKIP_FLAGS, "single_dark")}
 
-MIRAGE_DATA = (
-    Path(config["mirage_data"] or os.environ.get("MIRAGE_DATA") or "mirage_data")
-    .expanduser()
-    .absolute()
-)
-BASE_URL = as_base_url(config["base_url"])
-OPTIONS = {key: config[key] for key in (*SKIP_FLAGS, "single_dark")}
+    with open(
+        Path(workflow.basedir) / "config/schemas/reference_files.schema.yaml"
+    ) as handle:
+        ROW_SCHEMA = yaml.safe_load(handle)
+    TABLE_PATH = str(
+        config["reference_table"]
+        or Path(workflow.basedir) / "config/reference_files.csv"
+    )
+    TABLE = load_table(TABLE_PATH, schema=ROW_SCHEMA)
 
-with open(
-    Path(workflow.basedir) / "config/schemas/reference_files.schema.yaml"
-) as handle:
-    ROW_SCHEMA = yaml.safe_load(handle)
-TABLE_PATH = str(
-    config["reference_table"] or Path(workflow.basedir) / "config/reference_files.csv"
-)
-TABLE = load_table(TABLE_PATH, schema=ROW_SCHEMA)
-
-# Every target group, checked now so a bad name or value fails before any download.
-GROUPS = {
-    "all": mirage_group(config["instrument"], config["dark_type"]),
-    **config["groups"],
-}
-SELECTIONS = {
-    name: select(TABLE, group, OPTIONS, f"group {name!r}", vocabulary(ROW_SCHEMA))
-    for name, group in GROUPS.items()
-}
+    # Every target group, checked now so a bad name or value fails before any download.
+    GROUPS = {
+        "all": mirage_group(config["instrument"], config["dark_type"]),
+        **config["groups"],
+    }
+    SELECTIONS = {
+        name: select(TABLE, group, OPTIONS, f"group {name!r}", vocabulary(ROW_SCHEMA))
+        for name, group in GROUPS.items()
+    }
+except (UsageError, OSError) as error:
+    raise session.refuse(error)
 
 DARKS = TABLE[TABLE.archive == "gz"].set_index("destination", drop=False)
 TARBALLS = TABLE[TABLE.archive == "tar.gz"]
@@ -106,7 +109,7 @@ def get_group_input(name):
 
     It runs while Snakemake builds the DAG, before any download: it shows
     what the group will fetch (each file, in a dry run) and stops a real run
-    that would not fit in the free space.
+    that would not fit in the free space, or whose server cannot be reached.
     """
 
     def get_group_targets(wildcards):
@@ -116,8 +119,15 @@ def get_group_input(name):
                 name, MIRAGE_DATA, SELECTIONS[name], config["keep_archives"]
             )
             print(plan.describe(per_file=workflow.dryrun), flush=True)
-            if not workflow.dryrun and not config["ignore_free_space"]:
-                plan.check_fits()
+            if not workflow.dryrun and len(plan.missing):
+                try:
+                    if not config["ignore_free_space"]:
+                        plan.check_fits()
+                    plan.check_writable()
+                    probe(BASE_URL + plan.missing.path.iloc[0])
+                except (SpaceError, UsageError, ServerUnreachable) as error:
+                    raise session.refuse(error)
+                session.plan(len(plan.missing), plan.download_bytes)
         return [get_target(row) for row in SELECTIONS[name].itertuples()]
 
     return get_group_targets
@@ -162,14 +172,22 @@ def get_fetch_request(wildcards, input):
             retries=config["retries"],
             connect_timeout=config["connect_timeout"],
             read_timeout=config["read_timeout"],
+            min_speed=config["min_speed"],
+            stall_window=config["stall_window"],
+            max_retry_after=config["max_retry_after"],
         ),
+        kind=row.kind,
+        instrument=row.instrument,
+        reserved=frozenset(DARKS.destination),
     )
 
 
 def get_unknown_target(wildcards):
-    raise TableError(
-        f"unknown target {wildcards.name!r}; the target groups are: {', '.join(GROUPS)}"
-        " (add your own under 'groups' in config/config.yaml)"
+    raise session.refuse(
+        UsageError(
+            f"unknown target {wildcards.name!r}; the target groups are: {', '.join(GROUPS)}"
+            " (add your own under 'groups' in config/config.yaml)"
+        )
     )
 
 
@@ -199,6 +217,55 @@ def get_report_params(**extra):
 
 
 def get_repaired_targets(wildcards):
-    """Targets of the rows `find_damaged` cleared: fetching them again is the repair."""
-    with checkpoints.clear_damaged.get().output[0].open() as handle:
+    """Targets of the rows `clear_damaged` cleared: fetching them again is the repair."""
+    cleared = checkpoints.clear_damaged.get(run=REPAIR_RUN).output[0]
+    with open(cleared) as handle:
         return [get_target(TABLE.loc[file_id]) for file_id in handle.read().split()]
+
+
+# The bookkeeping's own checks (see mirage_reffiles.records and .verify).
+from mirage_reffiles.records import remove_unusable_records, unusable_records
+
+# Names this run's list of cleared rows: each `repair` checks the tree anew.
+REPAIR_RUN = os.urandom(6).hex()
+
+
+def get_unfinished_repairs(wildcards):
+    """Lists that earlier repairs left behind (they failed before fetching all): carried over."""
+    mine = f"cleared.{wildcards.run}.txt"
+    return sorted(
+        str(path) for path in Path("repair").glob("cleared.*.txt") if path.name != mine
+    )
+
+
+def finish_repair(cleared, log):
+    """Everything on the list is fetched again: the repair is done."""
+    file_ids = Path(cleared).read_text().split()
+    Path(log).write_text(f"fetched again: {' '.join(file_ids) or 'nothing'}\n")
+    Path(cleared).unlink()
+
+
+def clear_unusable_records(rows):
+    """Remove the records of the tarballs among ``rows`` that cannot be used, so they are fetched again.
+
+    A tarball's build target is its record: a garbled one would look done.
+    Call it before the DAG is built; a dry run only says what it would
+    remove. Returns the ``file_id`` of those records.
+    """
+    tarballs = rows.file_id[rows.archive == "tar.gz"]
+    if workflow.dryrun:
+        removed, busy = unusable_records(MIRAGE_DATA, tarballs), []
+    else:
+        removed, busy = remove_unusable_records(MIRAGE_DATA, tarballs)
+    if removed:
+        print(
+            f"{'Would remove' if workflow.dryrun else 'Removed'} the unreadable records of "
+            f"{', '.join(removed)}: to be fetched again",
+            flush=True,
+        )
+    if busy:
+        print(
+            f"Left the unreadable records of {', '.join(busy)}: another run is fetching them",
+            flush=True,
+        )
+    return removed

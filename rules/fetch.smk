@@ -13,11 +13,10 @@ rule fetch_dark:
     input:
         archive=get_downloaded,
     output:
-        fits=f"{MIRAGE_DATA}/{{dark}}",
+        # update(): Snakemake must not delete a file another run just finished.
+        fits=update(f"{MIRAGE_DATA}/{{dark}}"),
     log:
         f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/{{dark}}.log",
-    # A failed try leaves its bytes in the partial download: the next resumes.
-    retries: 2
     resources:
         downloads=UNPACK_DOWNLOADS,
     params:
@@ -30,10 +29,9 @@ rule extract_tarball:
     input:
         archive=get_downloaded,
     output:
-        record=f"{MIRAGE_DATA}/{layout.STATE_DIR}/records/{{tarball}}.json",
+        record=update(f"{MIRAGE_DATA}/{layout.STATE_DIR}/records/{{tarball}}.json"),
     log:
         f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/{{tarball}}.log",
-    retries: 2
     resources:
         downloads=UNPACK_DOWNLOADS,
     params:
@@ -54,7 +52,6 @@ if config["downloads_on_submit_host"]:
             archive=DOWNLOADED if config["keep_archives"] else temp(DOWNLOADED),
         log:
             f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/submit_host/{{server_path}}.log",
-        retries: 2
         resources:
             downloads=1,
         params:

@@ -14,15 +14,13 @@ from pathlib import Path
 
 import yaml
 
+from . import interrupt, session
 from .adopt import adopt_mirage_tree
+from .errors import RunRefused, WorkflowNotFound
 from .layout import SHIPPED_TABLE, STSCI_BASE_URL, WORKFLOW_DIR
 from .runtime import unsettle
 from .table import load_table, mirage_group
 from .transfer import as_base_url
-
-
-class WorkflowNotFound(RuntimeError):
-    pass
 
 
 def workflow_dir() -> Path:
@@ -39,14 +37,14 @@ def profile_settings(profile: Path) -> dict:
     from snakemake.settings.enums import RerunTrigger
 
     values = yaml.safe_load(profile.read_text())
-    known = {"rerun-triggers", "resources", "rerun-incomplete", "nolock", "force-use-threads"}
+    known = {"rerun-triggers", "resources", "cores", "ignore-incomplete", "nolock", "force-use-threads"}
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"{profile}: download_reffiles() does not apply {sorted(unknown)}; teach it to")
     return {
         "rerun_triggers": {RerunTrigger.parse_choice(t) for t in values.get("rerun-triggers", [])},
         "resources": {name: int(value) for name, value in (r.split("=", 1) for r in values.get("resources", []))},
-        "force_incomplete": bool(values.get("rerun-incomplete", False)),
+        "ignore_incomplete": bool(values.get("ignore-incomplete", False)),
         "lock": not values.get("nolock", False),
         "use_threads": bool(values.get("force-use-threads", False)),
     }
@@ -80,8 +78,15 @@ def download_reffiles(
     ``config/config.yaml`` (say ``keep_archives``). Returns MIRAGE_DATA, after
     the build has printed the ``export MIRAGE_DATA=...`` line for Mirage.
 
-    Raises ``ValueError`` naming the valid choices for a bad instrument or
-    dark type, before anything is downloaded.
+    Raises, before anything is downloaded: :class:`~mirage_reffiles.errors.UsageError`
+    (a ``ValueError``) naming the valid choices for a bad instrument, dark
+    type or setting; :class:`~mirage_reffiles.errors.SpaceError` when the
+    build does not fit (``config={"ignore_free_space": True}`` starts it
+    anyway); :class:`~mirage_reffiles.errors.ServerUnreachable` when
+    ``base_url`` cannot be reached. A failed download ends it with
+    ``snakemake``'s ``WorkflowError`` (the per-file logs say why). On
+    Ctrl-C (or SIGTERM, SIGHUP) the running downloads stop at a point they
+    resume from, and ``KeyboardInterrupt`` is raised once they have.
     """
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import (
@@ -115,6 +120,7 @@ def download_reffiles(
         adoption = adopt_mirage_tree(directory, load_table(table), as_base_url(base_url), remove_mirage_archives)
         if adoption.adopted or adoption.leftovers:
             print(adoption.describe(removed=remove_mirage_archives))
+    session.QUIET = True  # errors reach the caller as exceptions, not as printed lines
     try:
         with SnakemakeApi(OutputSettings()) as api:
             workflow_api = api.workflow(
@@ -127,14 +133,24 @@ def download_reffiles(
                 dag_settings=DAGSettings(
                     targets={"all"},
                     rerun_triggers=profile["rerun_triggers"],
-                    force_incomplete=profile["force_incomplete"],
                 )
             )
             dag_api.execute_workflow(
                 executor="local",
                 pseudo_executor="dryrun" if dry_run else None,
-                execution_settings=ExecutionSettings(lock=profile["lock"], use_threads=profile["use_threads"]),
+                execution_settings=ExecutionSettings(
+                    lock=profile["lock"],
+                    use_threads=profile["use_threads"],
+                    ignore_incomplete=profile["ignore_incomplete"],
+                ),
             )
+    except RunRefused as refused:
+        raise refused.error from None
+    except Exception:
+        if interrupt.requested():
+            raise KeyboardInterrupt(session.stopped_line()) from None
+        raise
     finally:
+        session.QUIET = False
         unsettle()  # the workflow set its objects aside from garbage collection; this process goes on
     return mirage_data

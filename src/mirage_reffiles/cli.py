@@ -19,6 +19,15 @@ def _instrument(value: str) -> str:
     return value
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mirage-reffiles")
+    except PackageNotFoundError:  # run from a checkout without installing
+        return "unknown"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mirage-reffiles",
@@ -51,6 +60,23 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", "-n", action="store_true", help="show what would be fetched, with sizes; fetch nothing")
     p.add_argument(
+        "--keep-archives", action="store_true", help="keep the downloaded .gz/.tar.gz under MIRAGE_DATA/archives/"
+    )
+    p.add_argument(
+        "--ignore-free-space", action="store_true", help="start even when the build does not fit in the free space"
+    )
+    p.add_argument("--retries", type=int, help="tries after the first for a transient fault (default: 5)")
+    p.add_argument("--verbose", action="store_true", help="show Snakemake's messages in full (a block per job)")
+    p.add_argument(
+        "--config",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any setting of config/config.yaml, e.g. --config read_timeout=120 (repeat for more)",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument(
         "--remove-mirage-archives",
         action="store_true",
         help="delete the .gz/.tar.gz copies that Mirage's own downloader left in DIRECTORY",
@@ -58,24 +84,57 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     from .api import download_reffiles
+    from .errors import ServerUnreachable, SpaceError, UsageError
 
-    download_reffiles(
-        args.directory,
-        instrument=args.instrument,
-        dark_type=args.dark_type,
-        skip_darks=args.skip_darks,
-        single_dark=args.single_dark,
-        skip_cosmic_rays=args.skip_cosmic_rays,
-        skip_psfs=args.skip_psfs,
-        skip_soss=args.skip_soss,
-        cores=args.cores,
-        base_url=args.base_url,
-        dry_run=args.dry_run,
-        remove_mirage_archives=args.remove_mirage_archives,
-    )
+    config = dict(args.config)
+    for key in ("keep_archives", "ignore_free_space", "verbose"):
+        if getattr(args, key):
+            config[key] = True
+    if args.retries is not None:
+        config["retries"] = args.retries
+    try:
+        download_reffiles(
+            args.directory,
+            instrument=args.instrument,
+            dark_type=args.dark_type,
+            skip_darks=args.skip_darks,
+            single_dark=args.single_dark,
+            skip_cosmic_rays=args.skip_cosmic_rays,
+            skip_psfs=args.skip_psfs,
+            skip_soss=args.skip_soss,
+            cores=args.cores,
+            base_url=args.base_url,
+            dry_run=args.dry_run,
+            remove_mirage_archives=args.remove_mirage_archives,
+            config=config,
+        )
+    except UsageError as error:
+        parser().exit(2, f"mirage-reffiles: error: {error}\n")
+    except SpaceError as error:
+        parser().exit(1, f"mirage-reffiles: {error} (here: --ignore-free-space)\n")
+    except ServerUnreachable as error:
+        parser().exit(1, f"mirage-reffiles: {error}\n")
+    except KeyboardInterrupt as stop:
+        parser().exit(130, f"mirage-reffiles: {stop}\n")
+    except Exception as error:  # snakemake's WorkflowError: the failed files were named above
+        if type(error).__name__ != "WorkflowError":
+            raise
+        parser().exit(
+            1,
+            f"mirage-reffiles: some files could not be fetched (named above; their logs are under "
+            f"{args.directory}/mirage_data/.reffiles/logs/). What was fetched is kept: run the same "
+            "command again to retry the rest.\n",
+        )
 
 
 if __name__ == "__main__":

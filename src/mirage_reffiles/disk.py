@@ -11,7 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from .transfer import FetchError
+from . import interrupt
+from .errors import FetchError
+
+#: Seconds between looks at a lock another run holds.
+LOCK_POLL = 0.2
 
 
 def existing_ancestor(path: Path) -> Path:
@@ -40,6 +44,17 @@ def is_disk_full(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def _wait_for_lock(handle, what: str) -> None:
+    """Take the lock once its holder lets go; a stop request ends the wait (a blocking flock would not)."""
+    while True:
+        interrupt.wait(LOCK_POLL, what)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            continue
+
+
 @contextmanager
 def exclusive(lock_file: Path, what: str, log: TextIO | None = None) -> Iterator[None]:
     """Hold an exclusive lock on ``lock_file``, waiting for another holder.
@@ -53,7 +68,7 @@ def exclusive(lock_file: Path, what: str, log: TextIO | None = None) -> Iterator
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             print(f"{what}: another run is fetching it; waiting for it to finish", file=log or sys.stderr, flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            _wait_for_lock(handle, what)
         try:
             yield
         finally:

@@ -1,4 +1,4 @@
-"""The errors a fetch ends with: each message says what went wrong and where."""
+"""Every error this package raises: each message says what went wrong, where, and what to do."""
 
 
 class FetchError(Exception):
@@ -15,3 +15,35 @@ class VerifyError(FetchError):
 
 class Interrupted(FetchError):
     """The run was asked to stop (Ctrl-C, SIGTERM, SIGHUP); what was fetched is kept for the next run."""
+
+
+class ServerUnreachable(FetchError):
+    """The server cannot be reached at all (refused, unknown host, untrusted certificate): nothing was fetched."""
+
+
+class UsageError(ValueError):
+    """A setting, target or path the user gave is not valid; the message names the valid choices."""
+
+
+class TableError(UsageError):
+    """The table or a selection over it is not valid; the message says how."""
+
+
+class SpaceError(ValueError):
+    """The build would not fit in the free space; the message gives the shortfall."""
+
+
+class WorkflowNotFound(RuntimeError):
+    """The workflow files (Snakefile, rules/, config/) are not where the package expects them."""
+
+
+class RunRefused(SystemExit):
+    """Ends a Snakemake run before any download, with a short message and no traceback.
+
+    Snakemake passes ``SystemExit`` through untouched, so the exit status is
+    ``code``; the Python API turns it back into :attr:`error`.
+    """
+
+    def __init__(self, error: Exception, code: int):
+        super().__init__(code)
+        self.error = error

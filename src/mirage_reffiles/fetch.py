@@ -12,19 +12,22 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from . import layout
+from .content import head_of, is_fits
 from .disk import exclusive, is_disk_full, require_free_space
-from .errors import VerifyError
+from .errors import Interrupted, VerifyError
 from .inflate import available as inflate_available
 from .partial import remove_partial
 from .progress import Progress
 from .records import Produced, Record, read_record, write_record
+from .session import note_stopped
 from .transfer import Expected, FetchError, RetryPolicy, download, is_local, local_path
-from .unpack import GunzipSink, ResumableGunzipSink, UnpackError, extract_tarball, move_into_place
+from .unpack import GunzipSink, Lane, ResumableGunzipSink, UnpackError, extract_tarball, move_into_place
 
 
 def _finish_download(partial: Path | None, kept_archive: Path | None) -> None:
@@ -56,11 +59,15 @@ def _is_complete(mirage_data: Path, file_id: str) -> bool:
     return record is not None and all((mirage_data / item.path).is_file() for item in record.files)
 
 
-def _receive_checked(url, partial, sink, file_id, expected, policy, room_factor, what, log) -> tuple[int, str]:
+def _receive_checked(
+    url, partial, sink, file_id, expected, policy, room_factor, what, log, fits=False
+) -> tuple[int, str]:
     """Download into ``sink`` and close it; on bad bytes drop them, on a full disk say so.
 
     Before the body arrives, ``room_factor`` times what is still to come
-    must be free where the bytes go.
+    must be free where the bytes go. With ``fits``, what the sink unpacked
+    must begin as a FITS file does (a gzipped error page or a file gzipped
+    twice unpacks into something else).
     """
 
     def reserve(remaining: int) -> None:
@@ -70,6 +77,10 @@ def _receive_checked(url, partial, sink, file_id, expected, policy, room_factor,
         received = download(url, partial, sink, expected=expected, policy=policy, reserve=reserve, log=log,
                             progress=Progress(file_id, stream=log))  # fmt: skip
         sink.close()
+        if fits and not is_fits(head := head_of(sink.path)):
+            raise VerifyError(
+                f"{url}: {what} is not a FITS file, it begins with {head[:24]!r}; the bad bytes were discarded"
+            )
         return received
     except (UnpackError, VerifyError):
         sink.discard()
@@ -111,7 +122,7 @@ def fetch_gzip(
         partial = _partial(url, mirage_data, file_id, "gz", kept_archive)
         sink = _gunzip_sink(layout.temporary_path(final), resumable=partial is not None and kept_archive is None)
         # The unpacked file is at least as large as the download.
-        size, sha256 = _receive_checked(url, partial, sink, file_id, expected, policy, 2, destination, log)
+        size, sha256 = _receive_checked(url, partial, sink, file_id, expected, policy, 2, destination, log, fits=True)
         produced = Produced(destination, sink.size, sink.sha256, sink.crc32)
         write_record(mirage_data, Record(file_id, url, size, sha256, [produced]))
         os.replace(sink.path, final)
@@ -127,13 +138,15 @@ def fetch_tarball(
     expected: Expected | None = None,
     kept_archive: Path | None = None,
     policy: RetryPolicy | None = None,
+    lane: Lane | None = None,
     log: TextIO | None = None,
 ) -> Path:
     """Download a ``.tar.gz`` file and extract its members under ``mirage_data``.
 
-    Members are extracted into a staging folder (refusing unsafe ones), moved
-    into place, and the record listing them is written last: it is the mark
-    that the extraction is complete. Returns the record's path.
+    Members are extracted into a staging folder (refusing unsafe ones and,
+    with ``lane``, any outside the folder its kind owns), moved into place,
+    and the record listing them is written last: it is the mark that the
+    extraction is complete. Returns the record's path.
     """
     with exclusive(layout.lock_path(mirage_data, file_id), file_id, log):
         if _is_complete(mirage_data, file_id):
@@ -144,7 +157,7 @@ def fetch_tarball(
         check = GunzipSink(None, near=partial or staging)
         size, sha256 = _receive_checked(url, partial, check, file_id, expected, policy, 1, file_id, log)
         try:
-            members = extract_tarball(partial or local_path(url), staging, log, size=check.size)
+            members = extract_tarball(partial or local_path(url), staging, log, size=check.size, lane=lane)
             move_into_place(staging, mirage_data)
         except UnpackError:
             if partial is not None:
@@ -195,29 +208,53 @@ class FetchRequest:
     kept_archive: Path | None = None  # keep the download here
     download_to: Path | None = None  # only download, checked, to this file
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    kind: str = ""  # a tarball's kind and instrument say where it may unpack (layout.TARBALL_FOLDERS)
+    instrument: str = ""
+    reserved: frozenset[str] = frozenset()  # files of other rows (the darks) no tarball may write
 
 
 def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
-    """Do what ``request`` asks; the file that stands for it being done is returned."""
+    """Do what ``request`` asks; the file that stands for it being done is returned.
+
+    Bytes that fail a check (a wrong size or digest, not a FITS file, a
+    refused archive) were discarded: they are fetched once more from the
+    start, since a proxy's or the network's hiccup heals, before the error stands.
+    """
     common = {"expected": request.expected, "policy": request.policy, "log": log}
-    if request.download_to is not None:
-        return download_archive(request.url, request.download_to, request.mirage_data, request.file_id, **common)
-    common["kept_archive"] = request.kept_archive
-    if request.archive == "gz":
-        return fetch_gzip(request.url, request.mirage_data, request.file_id, request.destination, **common)
-    return fetch_tarball(request.url, request.mirage_data, request.file_id, **common)
+
+    def once() -> Path:
+        if request.download_to is not None:
+            return download_archive(request.url, request.download_to, request.mirage_data, request.file_id, **common)
+        if request.archive == "gz":
+            return fetch_gzip(request.url, request.mirage_data, request.file_id, request.destination,
+                              kept_archive=request.kept_archive, **common)  # fmt: skip
+        lane = Lane.of(request.kind, request.instrument, request.reserved)
+        return fetch_tarball(request.url, request.mirage_data, request.file_id, kept_archive=request.kept_archive,
+                             lane=lane, **common)  # fmt: skip
+
+    try:
+        return once()
+    except (VerifyError, UnpackError) as error:
+        print(f"{request.file_id}: {error}; fetching it once more from the start", file=log or sys.stderr, flush=True)
+        return once()
 
 
 def fetch_logged(request: FetchRequest, log_path: str | Path) -> Path:
     """:func:`fetch` for a build job: progress and any failure go to ``log_path``.
 
     Build jobs run as threads of one Snakemake process: the socket layer and
-    the hashing and inflating libraries release the GIL while they work.
+    the hashing and inflating libraries release the GIL while they work. A
+    download stopped on request (see :mod:`.interrupt`) is noted with the
+    bytes it kept, for the run's last line.
     """
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         try:
             return fetch(request, log)
+        except Interrupted as error:
+            print(f"{request.file_id}: {error}; the bytes so far are kept", file=log, flush=True)
+            note_stopped(request.mirage_data, request.file_id, request.archive)
+            raise
         except FetchError as error:
             print(f"{request.file_id}: {error}", file=log, flush=True)
             raise FetchError(f"{request.file_id}: {error}") from None

@@ -32,3 +32,7 @@ def wait(seconds: float, what: str = "download") -> None:
     """Sleep ``seconds`` (a retry's backoff), waking at once to raise :class:`Interrupted` on a stop."""
     if STOP.wait(seconds):
         raise Interrupted(f"{what} stopped on request")
+
+
+#: Downloads that stopped on request in this run, with the bytes each kept for the next.
+STOPPED: dict[str, int] = {}

@@ -5,20 +5,18 @@ Only what is missing counts: a file whose target is on disk costs nothing.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from .disk import free_space
+from .disk import existing_ancestor, free_space
+from .errors import SpaceError, UsageError
 from .layout import target_path
 
 #: Downloads that may run at once; each holds its partial file until done.
 PARALLEL_DOWNLOADS = 8
-
-
-class SpaceError(ValueError):
-    """The build would not fit in the free space; the message gives the shortfall."""
 
 
 def _gb(n: float) -> str:
@@ -108,6 +106,16 @@ class Plan:
                 f"filesystem of {self.mirage_data}"
             )
         return "\n".join(lines)
+
+    def check_writable(self) -> None:
+        """Raise :class:`UsageError` when files are to be fetched into a tree this user cannot write."""
+        folder = existing_ancestor(self.mirage_data)
+        if not os.access(folder, os.W_OK):
+            raise UsageError(
+                f"cannot write to {folder} (read-only, or not yours), so the {len(self.missing)} missing files "
+                f"of {self.name} cannot be fetched there; choose a MIRAGE_DATA you can write, or check the tree "
+                "without changing it: snakemake status"
+            )
 
     def check_fits(self) -> None:
         """Raise :class:`SpaceError` when the build needs more than is free."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import UsageError
 
 _WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
@@ -24,3 +28,60 @@ def coerce_flags(config: Mapping, schema: Mapping) -> dict:
         else value
         for key, value in config.items()
     }
+
+
+def check_config(config: Mapping, schema: Mapping) -> dict:
+    """``config`` checked against ``schema``, with yes/no words read and defaults filled in.
+
+    Raises :class:`UsageError` naming the first bad key and what it may be:
+    the nearest valid key for a misspelt one, the choices for a bad value.
+
+    >>> check_config({"sigle_dark": True}, {"properties": {"single_dark": {"type": "boolean"}}})
+    Traceback (most recent call last):
+    ...
+    mirage_reffiles.errors.UsageError: unknown setting 'sigle_dark'; did you mean 'single_dark'?
+    """
+    import jsonschema
+
+    properties = schema.get("properties", {})
+    for key in config:
+        if key not in properties:
+            near = difflib.get_close_matches(key, properties, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]!r}?" if near else f"the settings are: {', '.join(properties)}"
+            raise UsageError(f"unknown setting {key!r}; {hint}")
+    checked = {key: spec["default"] for key, spec in properties.items() if "default" in spec}
+    checked.update(coerce_flags(config, schema))
+    error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(checked))
+    if error is not None:
+        key = error.absolute_path[0] if error.absolute_path else "?"
+        spec = properties.get(key, {})
+        value = checked.get(key)
+        if "enum" in spec:
+            problem = f"{value!r} is not one of {', '.join(map(str, spec['enum']))}"
+        elif spec.get("type") == "boolean":
+            problem = f"{value!r} is not true or false"
+        else:
+            problem = error.message
+        raise UsageError(f"setting {key!r}: {problem} ({spec.get('description', '').strip()})")
+    return checked
+
+
+def check_mirage_data(location: str) -> Path:
+    """The tree to build, as an absolute path; :class:`UsageError` if it cannot be one.
+
+    >>> check_mirage_data("/data/{name}")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mirage_reffiles.errors.UsageError: MIRAGE_DATA '/data/{name}' contains '{' or '}', which Snakemake reads ...
+    """
+    path = Path(location).expanduser().absolute()
+    if "{" in str(path) or "}" in str(path):
+        raise UsageError(
+            f"MIRAGE_DATA '{path}' contains '{{' or '}}', which Snakemake reads as wildcards; "
+            "choose a folder without them"
+        )
+    if path.exists() and not path.is_dir():
+        raise UsageError(
+            f"MIRAGE_DATA '{path}' is a file, not a folder; point mirage_data (or $MIRAGE_DATA) at a folder"
+        )
+    return path

@@ -7,16 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import TableError
+
 INSTRUMENTS = ("nircam", "niriss", "fgs")
 DARK_TYPES = {"linearized": ("linearized",), "raw": ("raw",), "both": ("raw", "linearized")}
 #: Mirage's keywords that each drop the rows whose ``skip_flag`` names them.
 SKIP_FLAGS = ("skip_darks", "skip_cosmic_rays", "skip_psfs", "skip_soss")
 #: Columns a group may select on.
 SELECTABLE = ("file_id", "instrument", "kind", "dark_type", "detector", "archive")
-
-
-class TableError(ValueError):
-    """The table or a selection over it is not valid; the message says how."""
 
 
 def load_table(path: str | Path, schema: Mapping | None = None) -> pd.DataFrame:

@@ -1,0 +1,52 @@
+"""One question to the server before a build schedules its downloads: can it be reached at all?
+
+A refused connection, an unknown host or an untrusted certificate will not
+get better by retrying each file for minutes; they end the run at once with
+the fix. Any HTTP answer, even an error status, means the server is there.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from .errors import ServerUnreachable
+
+#: Seconds to wait for the server's answer before calling it unreachable.
+PROBE_TIMEOUT = 10.0
+
+
+def probe(url: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Raise :class:`ServerUnreachable` unless ``url``'s server answers a HEAD request.
+
+    Local URLs (``file://``) are not probed.
+    """
+    if not url.startswith(("http://", "https://")):
+        return
+    host = urllib.parse.urlsplit(url).netloc
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "mirage-reffiles"})
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError) as error:
+        raise ServerUnreachable(explain(host, getattr(error, "reason", error))) from None
+
+
+def explain(host: str, reason: object) -> str:
+    """What went wrong reaching ``host``, and what to do about it."""
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return (
+            f"the certificate of {host} is not trusted ({reason.verify_message}). If your site uses its own "
+            "certificate authority, point SSL_CERT_FILE at its bundle: export SSL_CERT_FILE=/path/to/ca-bundle.pem"
+        )
+    if isinstance(reason, socket.gaierror):
+        return f"cannot resolve the host name {host!r} ({reason.strerror}); check base_url and your network or proxy"
+    if isinstance(reason, ConnectionRefusedError):
+        return f"{host} refused the connection; check base_url, or whether the server is up"
+    if isinstance(reason, TimeoutError | socket.timeout):
+        return f"{host} did not answer within {PROBE_TIMEOUT:.0f} s; check base_url and your network or proxy"
+    return f"cannot reach {host}: {reason}; check base_url and your network or proxy"

@@ -1,0 +1,121 @@
+"""A run as the person at the terminal sees it: live progress, stopping on request, short answers.
+
+The workflow calls :func:`begin` while it is read, :func:`start` when jobs
+are about to run (``onstart``) and :func:`end` when they are over
+(``onsuccess``/``onerror``); :func:`refuse` ends a run before any download
+with a few lines and no traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from . import interrupt
+from .display import Display, human_bytes
+from .errors import RunRefused, UsageError
+from .layout import partial_download_path
+from .partial import kept_bytes
+
+#: Signals that ask a run to stop: Ctrl-C, scancel or a time limit, a dropped ssh session.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+#: Set by the Python API: refusals are raised to the caller rather than printed.
+QUIET = False
+
+_display: Display | None = None
+_restore: dict = {}
+_signal_name: list[str] = []
+
+
+def snakemake_logger() -> logging.Logger:
+    from snakemake.logging import logger
+
+    return logger
+
+
+def begin(verbose: bool, interval: float) -> Display:
+    """While the workflow is read: filter Snakemake's messages through a new display."""
+    global _display
+    interrupt.STOP.clear()
+    interrupt.STOPPED.clear()
+    del _signal_name[:]
+    if _display is not None:
+        _display.detach(snakemake_logger())
+    _display = Display(interval=interval, verbose=verbose)
+    _display.attach(snakemake_logger())
+    return _display
+
+
+def plan(files: int, total_bytes: int) -> None:
+    """Add a target's files and bytes to what the display counts toward."""
+    if _display is not None:
+        _display.plan(_display.files + files, _display.total_bytes + total_bytes)
+
+
+def _on_signal(scheduler):
+    def handler(signum, frame):
+        if interrupt.STOP.is_set():
+            return  # asked again: the downloads are already stopping
+        _signal_name.append(signal.Signals(signum).name)
+        interrupt.STOP.set()
+        if scheduler is not None:
+            scheduler.exit_gracefully()  # schedule nothing more; wait for the running jobs, which stop now
+
+    return handler
+
+
+def start(workflow) -> None:
+    """When jobs are about to run: stop on a signal, and show progress."""
+    _display.attach(snakemake_logger())  # handlers added since the workflow was read
+    handler = _on_signal(getattr(workflow, "scheduler", None))
+    for number in STOP_SIGNALS:
+        try:
+            _restore[number] = signal.signal(number, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            break
+    _display.start()
+
+
+def end(success: bool) -> None:
+    """When the jobs are over: the display comes down; a stopped run says what it kept."""
+    for number, previous in _restore.items():
+        signal.signal(number, previous)
+    _restore.clear()
+    if _display is not None:
+        _display.stop()
+    if interrupt.STOP.is_set() and not QUIET:
+        print(stopped_line(), file=sys.stderr, flush=True)
+
+
+def stopped_line() -> str:
+    """One line: what was stopped, what is kept, what to do."""
+    why = _signal_name[0] if _signal_name else "a stop request"
+    stopped = interrupt.STOPPED
+    if not stopped:
+        return f"Stopped on {why}; nothing was being downloaded. Run the same command again to continue."
+    names = sorted(stopped)
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    kept = sum(stopped.values())
+    return (
+        f"Stopped on {why}: {len(names)} download(s) interrupted ({shown}), {human_bytes(kept)} kept "
+        "for resuming. Run the same command again to continue."
+    )
+
+
+def note_stopped(mirage_data: Path, file_id: str, archive: str) -> None:
+    """Remember a download that stopped on request, with the bytes it kept."""
+    interrupt.STOPPED[file_id] = kept_bytes(partial_download_path(mirage_data, file_id, archive))
+
+
+def refuse(error: Exception) -> RunRefused:
+    """Print ``error`` as a short message and return the exit that ends the run with it.
+
+    Usage mistakes exit with 2, failures with 1.
+    """
+    code = 2 if isinstance(error, UsageError) else 1
+    if not QUIET:
+        print(f"Error: {error}", file=sys.stderr, flush=True)
+    return RunRefused(error, code)
