@@ -1,6 +1,10 @@
+# Reports read MIRAGE_DATA and write nothing inside it (it may be a read-only
+# shared install): their logs go to the working directory's .snakemake/.
+
+
 rule status:
     log:
-        f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/status.log",
+        ".snakemake/reffiles/logs/status.log",
     conda:
         "../environment.yml"
     params:
@@ -11,7 +15,7 @@ rule status:
 
 rule verify:
     log:
-        f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/verify.log",
+        ".snakemake/reffiles/logs/verify.log",
     conda:
         "../environment.yml"
     params:
@@ -22,20 +26,31 @@ rule verify:
         "../scripts/verify_tree.py"
 
 
+# Its list is named for the run (see REPAIR_RUN), so every `repair` checks the
+# tree again; `repair` removes the list once everything on it is fetched.
 checkpoint clear_damaged:
     output:
-        # In the working directory: a list for this run only, deleted after it.
-        temp("repair/cleared.txt"),
+        "repair/cleared.{run}.txt",
     log:
-        f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/repair.log",
+        ".snakemake/reffiles/logs/repair.{run}.log",
     conda:
         "../environment.yml"
     params:
-        **get_report_params(with_contents=config["verify_contents"], clear_damaged=True),
+        **get_report_params(
+            with_contents=config["verify_contents"],
+            clear_damaged=True,
+            base_url=BASE_URL,
+        ),
+        unfinished=get_unfinished_repairs,
     script:
         "../scripts/verify_tree.py"
 
 
 rule repair:
     input:
-        get_repaired_targets,
+        cleared=f"repair/cleared.{REPAIR_RUN}.txt",
+        targets=get_repaired_targets,
+    log:
+        ".snakemake/reffiles/logs/repair.log",
+    run:
+        finish_repair(input.cleared, log[0])

@@ -9,13 +9,16 @@ is written last and marks the extraction as complete.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .layout import record_path, temporary_path
+from .layout import lock_path, record_path, temporary_path
 
 
 @dataclass
@@ -45,11 +48,83 @@ def write_record(mirage_data: Path, record: Record) -> Path:
     return path
 
 
-def read_record(mirage_data: Path, file_id: str) -> Record | None:
-    """The record of ``file_id``, or None if it was never fetched (or the record is unreadable)."""
+def load_record(mirage_data: Path, file_id: str) -> tuple[Record | None, str]:
+    """The record of ``file_id`` and, when it cannot be used, why not.
+
+    ``(record, "")`` for a usable record; ``(None, "record missing")`` when
+    there is none; ``(None, "record unreadable: ...")`` when the file is
+    there but is not a record, and ``(None, "record ...")`` when it is the
+    record of another file or lists no files (a tarball's record must list
+    its members: it is what marks them complete).
+    """
+    path = record_path(mirage_data, file_id)
     try:
-        data = json.loads(record_path(mirage_data, file_id).read_text())
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, "record missing"
+    except (OSError, ValueError) as error:
+        return None, f"record unreadable: {error}"
+    try:
+        data = json.loads(text)
         data["files"] = [Produced(**item) for item in data["files"]]
-        return Record(**data)
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
+        record = Record(**data)
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        return None, f"record unreadable: {type(error).__name__}: {error}"
+    if record.file_id != file_id:
+        return None, f"record is of {record.file_id!r}"
+    if not record.files:
+        return None, "record lists no files"
+    return record, ""
+
+
+def read_record(mirage_data: Path, file_id: str) -> Record | None:
+    """The record of ``file_id``, or None if it was never fetched (or the record cannot be used)."""
+    return load_record(mirage_data, file_id)[0]
+
+
+def unusable_records(mirage_data: Path, file_ids: Iterable[str]) -> list[str]:
+    """The ``file_ids`` whose record is there but cannot be used (see :func:`load_record`).
+
+    Only the records that exist are read.
+    """
+    return [
+        file_id
+        for file_id in file_ids
+        if record_path(mirage_data, file_id).exists() and load_record(mirage_data, file_id)[0] is None
+    ]
+
+
+def remove_unusable_records(mirage_data: Path, file_ids: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Remove the records of ``file_ids`` that cannot be used, so that a build fetches those files again.
+
+    A tarball's record is its build target: left in place, an unusable one
+    would look done. Each record is removed under its file's lock, without
+    waiting: one that another run holds (it is fetching that file, and will
+    write a good record) is left. Returns the ``file_id`` of the records
+    removed, and of those left because they were busy.
+    """
+    removed, busy = [], []
+    for file_id in unusable_records(mirage_data, file_ids):
+        with try_exclusive(lock_path(mirage_data, file_id)) as locked:
+            if not locked:
+                busy.append(file_id)
+            elif load_record(mirage_data, file_id)[0] is None:  # not rewritten meanwhile
+                record_path(mirage_data, file_id).unlink(missing_ok=True)
+                removed.append(file_id)
+    return removed, busy
+
+
+@contextmanager
+def try_exclusive(lock_file: Path) -> Iterator[bool]:
+    """Take the lock that :func:`mirage_reffiles.disk.exclusive` takes, without waiting: yields whether it did."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -5,26 +5,31 @@ Read-only unless asked to clear: safe on a tree Mirage is using.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from .content import head_of, is_fits
 from .disk import exclusive
 from .layout import lock_path, record_path
-from .records import read_record
+from .records import Produced, Record, load_record, write_record
 from .unpack import crc32_of, sha256_of
 
 #: What a row of the table can be on disk.
-STATUSES = ("ok", "damaged", "missing", "unrecorded")
+STATUSES = ("ok", "damaged", "missing")
 
 
 @dataclass
 class Check:
+    """What :func:`check_file` found for one row of the table."""
+
     file_id: str
     status: str  # one of STATUSES
     detail: str = ""
-    damaged: tuple[str, ...] = ()  # paths under MIRAGE_DATA that failed
+    damaged: tuple[str, ...] = ()  # paths under MIRAGE_DATA that failed their record
+    record_problem: str = ""  # what is wrong with the record itself, when that is the damage
 
 
 def check_file(mirage_data: Path, row, with_contents: bool = False) -> Check:
@@ -32,14 +37,22 @@ def check_file(mirage_data: Path, row, with_contents: bool = False) -> Check:
 
     Sizes are always compared; with ``with_contents`` the recorded digest too
     (SHA-256, or CRC-32 for a file unpacked from a ``.gz``; reads every byte).
-    A row without a record is ``missing``, or ``unrecorded`` when its unpacked
-    file is there all the same (put there by other means).
+    A row with no record and nothing on disk is ``missing`` (so is a tarball
+    without its record: its record marks the extraction complete). A record
+    that cannot be used (garbled, another file's, listing no files, not
+    listing the dark), or a dark on disk without its record, is damage: what
+    is on disk cannot be checked.
     """
-    record = read_record(mirage_data, row.file_id)
+    record, problem = load_record(mirage_data, row.file_id)
+    is_dark = row.archive == "gz"
+    if record is not None and is_dark and row.destination not in {item.path for item in record.files}:
+        record, problem = None, f"record does not list {row.destination}"
     if record is None:
-        if row.destination and (mirage_data / row.destination).is_file():
-            return Check(row.file_id, "unrecorded", "present, but not fetched by this build: cannot be checked")
-        return Check(row.file_id, "missing")
+        if problem == "record missing" and not (is_dark and (mirage_data / row.destination).is_file()):
+            return Check(row.file_id, "missing")
+        if problem == "record missing":
+            problem += f": {row.destination} is there, but nothing records what it should be"
+        return Check(row.file_id, "damaged", problem, record_problem=problem)
     problems = []
     for item in record.files:
         path = mirage_data / item.path
@@ -60,7 +73,7 @@ def check_file(mirage_data: Path, row, with_contents: bool = False) -> Check:
 def check_tree(mirage_data: Path, table: pd.DataFrame, with_contents: bool = False) -> pd.DataFrame:
     """One :func:`check_file` per row, as a frame indexed by ``file_id``."""
     checks = [check_file(mirage_data, row, with_contents) for row in table.itertuples()]
-    frame = pd.DataFrame([vars(check) for check in checks], columns=["file_id", "status", "detail", "damaged"])
+    frame = pd.DataFrame([vars(check) for check in checks], columns=list(Check.__dataclass_fields__))
     return frame.set_index("file_id", drop=False)
 
 
@@ -73,17 +86,71 @@ def summarize(checks: pd.DataFrame, selections: dict[str, pd.DataFrame]) -> pd.D
     return pd.DataFrame(rows).set_index("group")
 
 
-def clear_damaged(mirage_data: Path, checks: pd.DataFrame) -> list[str]:
+def matches_table(path: Path, row) -> str:
+    """Why the unpacked dark at ``path`` is not what ``row`` says it is; "" when nothing says it is not.
+
+    Its size must be the row's unpacked size when that is exact, and it must
+    begin as a FITS file does.
+    """
+    size = path.stat().st_size
+    if row.unpacked_exact == "true" and size != int(row.unpacked_bytes):
+        return f"{size} bytes, the table says {row.unpacked_bytes}"
+    if not is_fits(head_of(path)):
+        return "not a FITS file"
+    return ""
+
+
+@dataclass
+class Repair:
+    """What :func:`clear_damaged` did."""
+
+    cleared: list[str] = field(default_factory=list)  # file_ids removed, for a build to fetch again
+    recorded: list[str] = field(default_factory=list)  # darks that matched the table, recorded again as they are
+    notes: list[str] = field(default_factory=list)  # one line per row repaired
+
+
+def clear_damaged(mirage_data: Path, table: pd.DataFrame, checks: pd.DataFrame, base_url: str = "") -> Repair:
     """Remove the damaged files and their records, so a build fetches them again.
 
-    Returns the ``file_id`` of each row cleared. Works under the same per-file
-    lock as a download, so it never races one.
+    A dark whose record is missing or cannot be used is checked against the
+    table instead (:func:`matches_table`): if it passes it is recorded again,
+    with the CRC-32 computed now; otherwise it is removed. A tarball whose
+    record cannot be used loses the record: which members it had is unknown,
+    so it is extracted again. Works under the same per-file lock as a
+    download, so it never races one.
     """
-    cleared = []
+    repair = Repair()
     for check in checks[checks.status == "damaged"].itertuples():
+        row = table.loc[check.file_id]
         with exclusive(lock_path(mirage_data, check.file_id), check.file_id):
+            if check.record_problem and check_file(mirage_data, row).status == "ok":
+                continue  # another run fetched it meanwhile
+            dark = mirage_data / row.destination if row.archive == "gz" else None
+            if check.record_problem and dark is not None and dark.is_file():
+                if not (mismatch := matches_table(dark, row)):
+                    produced = Produced(row.destination, dark.stat().st_size, crc32=crc32_of(dark))
+                    write_record(mirage_data, Record(row.file_id, base_url + row.path, 0, "", [produced]))
+                    repair.recorded.append(check.file_id)
+                    repair.notes.append(f"RECORDED {check.file_id}: {row.destination} matches the table")
+                    continue
+                dark.unlink()
+                repair.notes.append(f"REMOVED {check.file_id}: {row.destination}: {mismatch}")
             for path in check.damaged:
                 (mirage_data / path).unlink(missing_ok=True)
             record_path(mirage_data, check.file_id).unlink(missing_ok=True)
-        cleared.append(check.file_id)
-    return cleared
+        repair.cleared.append(check.file_id)
+    return repair
+
+
+def still_to_fetch(mirage_data: Path, table: pd.DataFrame, lists: Iterable[Path]) -> list[str]:
+    """The rows on ``lists`` (of earlier repairs: one ``file_id`` a line) that are still missing.
+
+    A repair that fails before fetching all it removed leaves its list: what
+    is on it is no longer damaged, only missing, and the next repair fetches it.
+    """
+    file_ids = dict.fromkeys(file_id for path in lists for file_id in path.read_text().split())
+    return [
+        file_id
+        for file_id in file_ids
+        if file_id in table.index and check_file(mirage_data, table.loc[file_id]).status == "missing"
+    ]
