@@ -38,6 +38,24 @@ def mirror(tmp_path_factory, table):
     return root, expected, root / "pinned_table.csv"
 
 
+#: Bytes per second per connection for slow_mirror: each of its darks takes several seconds.
+SLOW = 400_000
+
+
+@pytest.fixture(scope="session")
+def slow_mirror(tmp_path_factory, table):
+    """FGS's rows with darks of 3 MB (two with single_dark, and two tarballs): (root, expected, pinned CSV, pinned)."""
+    root = tmp_path_factory.mktemp("slow_mirror")
+    pinned, expected = build_mirror(root, table[table.instrument == "fgs"], size=3_000_000)
+    pinned.to_csv(root / "pinned.csv", index=False)
+    return root, expected, root / "pinned.csv", pinned
+
+
+def fgs_raw_single(pinned):
+    """The rows of target fgs_raw with single_dark=true: two raw darks and the libraries."""
+    return pinned[(pinned.kind != "dark") | ((pinned.single_dark == "true") & (pinned.dark_type == "raw"))]
+
+
 @pytest.fixture
 def server(mirror):
     with serve(mirror[0]) as running:

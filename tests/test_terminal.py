@@ -15,22 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-from mirage_reffiles.mirror import build_mirror
+from conftest import REPO, SLOW, fgs_raw_single
 from mirage_reffiles.server import serve
-
-#: Bytes per second per connection: each dark of the slow mirror takes several seconds.
-SLOW = 400_000
-
-
-@pytest.fixture(scope="module")
-def slow_mirror(tmp_path_factory, table):
-    """FGS's rows (two darks with single_dark, two tarballs) with darks of 3 MB, and its pinned table."""
-    root = tmp_path_factory.mktemp("slow_mirror")
-    rows = table[table.instrument == "fgs"]
-    pinned, expected = build_mirror(root, rows, size=3_000_000)
-    pinned.to_csv(root / "pinned.csv", index=False)
-    return root, expected, root / "pinned.csv", pinned
 
 
 def command(workdir: Path, base_url: str, table: Path, *args: str, **config) -> list[str]:
@@ -65,7 +51,7 @@ def start_build(workdir, server, mirror, target="fgs_raw", **config):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_stop_signal_keeps_every_byte_and_the_next_run_resumes(tmp_path, slow_mirror, signum):
     root, expected, table_csv, pinned = slow_mirror
-    rows = pinned[(pinned.kind != "dark") | (pinned.single_dark == "true")]
+    rows = fgs_raw_single(pinned)
     with serve(root, rate=SLOW) as server:
         build = start_build(tmp_path, server, slow_mirror)
         # Both darks on the wire, and the small tarballs (about a second each) done.
@@ -100,7 +86,7 @@ def test_a_stop_signal_keeps_every_byte_and_the_next_run_resumes(tmp_path, slow_
 
 def test_ctrl_c_twice_still_stops_cleanly(tmp_path, slow_mirror):
     root, _, _, pinned = slow_mirror
-    rows = pinned[(pinned.kind != "dark") | (pinned.single_dark == "true")]
+    rows = fgs_raw_single(pinned)
     with serve(root, rate=SLOW) as server:
         build = start_build(tmp_path, server, slow_mirror)
         wait_for(lambda: len(dark_gets(server, rows)) == 2, what="both darks requested")
@@ -205,7 +191,7 @@ def test_a_mistake_gets_a_short_answer(workdir, mirror, target, config, status, 
         took = time.monotonic() - started
     output = result.stdout + result.stderr
     assert result.returncode == status, output
-    assert "Traceback" not in output and "File \"" not in output
+    assert "Traceback" not in output and 'File "' not in output
     assert len(result.stderr.strip().splitlines()) <= 5, result.stderr
     for word in words:
         assert word in result.stderr
@@ -254,8 +240,9 @@ def test_an_untrusted_certificate_names_ssl_cert_file(workdir, mirror, https_ser
     assert "not trusted" in result.stderr and "SSL_CERT_FILE" in result.stderr
     assert "Traceback" not in result.stderr
     # Trusting it as the message says makes the same command work.
+    env = {**os.environ, "SSL_CERT_FILE": str(cert)}
     trusted = subprocess.run(command(workdir, url, mirror[2], "fgs_raw", skip_darks="true"), cwd=workdir,
-                             capture_output=True, text=True, timeout=120, env={**os.environ, "SSL_CERT_FILE": str(cert)})  # fmt: skip
+                             capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
     assert trusted.returncode == 0, trusted.stderr[-3000:]
 
 

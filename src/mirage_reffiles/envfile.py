@@ -6,7 +6,8 @@ import os
 import shlex
 from pathlib import Path
 
-from .layout import ENV_FILE, temporary_path
+from .disk import write_atomically
+from .layout import ENV_FILE
 
 
 def mirage_environment(mirage_data: Path, crds_path: str, crds_server_url: str) -> dict[str, str]:
@@ -31,7 +32,5 @@ def export_lines(environment: dict[str, str]) -> str:
 def write_env_file(mirage_data: Path, environment: dict[str, str]) -> Path:
     """Write the export lines to ``MIRAGE_DATA/mirage_env.sh``; return its path."""
     path = mirage_data / ENV_FILE
-    tmp = temporary_path(path)
-    tmp.write_text("# Source this file to point Mirage at these reference files.\n" + export_lines(environment))
-    os.replace(tmp, path)
+    write_atomically(path, "# Source this file to point Mirage at these reference files.\n" + export_lines(environment))
     return path
