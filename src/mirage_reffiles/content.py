@@ -9,6 +9,12 @@ from pathlib import Path
 FITS_MAGIC = b"SIMPLE  ="
 #: The first two bytes of every gzip member (RFC 1952).
 GZIP_MAGIC = b"\x1f\x8b"
+#: The first line of every ASDF file (the ASDF standard, section 3.1).
+ASDF_MAGIC = b"#ASDF"
+#: The HDF5 format signature, looked for at offset 0 (a file with a user block before it would be refused).
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+#: What a file of each kind begins with, by its name's extension; other extensions are not checked.
+MAGIC_BY_EXTENSION = {".fits": FITS_MAGIC, ".asdf": ASDF_MAGIC, ".h5": HDF5_MAGIC, ".hdf5": HDF5_MAGIC}
 
 
 def is_fits(head: bytes) -> bool:
@@ -20,6 +26,17 @@ def is_fits(head: bytes) -> bool:
     False
     """
     return head.startswith(FITS_MAGIC)
+
+
+def magic_for(name: str) -> bytes | None:
+    """What a file called ``name`` must begin with; None when its extension is not checked.
+
+    >>> magic_for("nircam/gridded_psf_library/a.FITS")
+    b'SIMPLE  ='
+    >>> magic_for("readme.txt") is None
+    True
+    """
+    return MAGIC_BY_EXTENSION.get(Path(name).suffix.lower())
 
 
 def head_of(path: Path, size: int = 80) -> bytes:

@@ -78,9 +78,7 @@ def _receive_checked(
                             progress=Progress(file_id, stream=log))  # fmt: skip
         sink.close()
         if fits and not is_fits(head := head_of(sink.path)):
-            raise VerifyError(
-                f"{url}: {what} is not a FITS file, it begins with {head[:24]!r}; the bad bytes were discarded"
-            )
+            raise VerifyError(f"{url}: {what} is not a FITS file (it begins {head[:16]!r}); the bytes were discarded")
         return received
     except (UnpackError, VerifyError):
         sink.discard()

@@ -31,6 +31,18 @@ ENV_FILE = "mirage_env.sh"
 #: Leading path component of the members inside Mirage's tarballs.
 TARBALL_ROOT = "mirage_data"
 
+#: Each kind of tarball's lane: the folder under MIRAGE_DATA it unpacks into
+#: and the only place it may create files (a kind nested in another's lane,
+#: like psf_wings, is off limits to the outer one).
+TARBALL_FOLDERS = {
+    "cosmic_ray_library": "{instrument}/cosmic_ray_library",
+    "psf_library": "{instrument}/gridded_psf_library",
+    "psf_wings": "{instrument}/gridded_psf_library/psf_wings",
+    "ghost_stamps": "{instrument}/ghosts",
+    "soss_psfs": "{instrument}/soss_psfs",
+    "distortion": "{instrument}/reference_files/distortion",
+}
+
 
 def record_path(mirage_data: str | Path, file_id: str) -> Path:
     """The JSON record of a fetched file; for a tarball, its completion record."""

@@ -1,7 +1,7 @@
 """A synthetic copy of the reference-file server, for the demo, tests and benchmark.
 
 Every row of the table becomes a real file at its real relative path: a gzip
-of made-up bytes for a dark, a tar.gz whose members start with
+of a made-up FITS file for a dark, a tar.gz whose members start with
 ``mirage_data/<instrument>/...`` for a library. The bytes are derived from
 each row's ``file_id``, so two mirrors built from the same table are equal.
 """
@@ -17,24 +17,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from .layout import TARBALL_ROOT, tarball_member_destination
+from .content import FITS_MAGIC
+from .layout import TARBALL_FOLDERS, TARBALL_ROOT, tarball_member_destination
 
-#: Where each kind of tarball is believed to unpack (see shared facts: not
-#: verifiable offline), relative to MIRAGE_DATA.
-TARBALL_FOLDERS = {
-    "cosmic_ray_library": "{instrument}/cosmic_ray_library",
-    "psf_library": "{instrument}/gridded_psf_library",
-    "psf_wings": "{instrument}/gridded_psf_library/psf_wings",
-    "ghost_stamps": "{instrument}/ghosts",
-    "soss_psfs": "{instrument}/soss_psfs",
-    "distortion": "{instrument}/reference_files/distortion",
-}
+#: The first card of a FITS file (80 characters): the build checks that every dark and FITS member begins so.
+FITS_CARD = (FITS_MAGIC + b" " * 20 + b"T").ljust(80)
 
 
 def synthetic_bytes(seed: str, size: int) -> bytes:
-    """``size`` bytes that compress about 2:1, the same for the same seed."""
+    """``size`` bytes of a made-up FITS file: its first card, then bytes that
+    compress about 2:1, the same for the same seed."""
     data = bytearray(size)
     data[0::2] = random.Random(seed).randbytes(len(data[0::2]))
+    data[:80] = FITS_CARD[:size]
     return bytes(data)
 
 

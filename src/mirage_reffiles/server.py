@@ -6,6 +6,8 @@ The demo, the tests and the benchmark point the build at it as ``base_url``.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import re
 import threading
 import time
@@ -23,19 +25,41 @@ from urllib.parse import unquote, urlsplit
 class Fault:
     """Misbehaviour for one path, used up one request at a time.
 
-    ``statuses`` are answered (one per request) before the file is served;
-    ``drop_after`` closes the connection after that many body bytes, once;
-    ``ignore_range`` serves the whole file whatever Range asks for;
-    ``stall`` sleeps that long mid-body, once; ``corrupt`` flips the byte at
-    that offset of every response.
+    ``statuses`` are answered (one per request) before the file is served,
+    with ``retry_after`` as seconds or ``retry_after_date`` (seconds from
+    now) as an HTTP date; ``html_page`` answers 200 with an HTML error page,
+    once; ``content_encoding`` sends the whole file gzipped again (or the
+    page, with ``html_page``), labelled with that Content-Encoding (an empty
+    string: unlabelled, as a proxy that drops the header), once;
+    ``wrong_range`` answers a Range request with a 206 starting at that
+    offset instead, once; ``drop_after`` closes the connection after that
+    many body bytes, once, ``drop_every`` every time; ``ignore_range`` serves the whole file whatever
+    Range asks for; ``stall`` sleeps that long mid-body, once; ``drip``
+    sends the body one byte every that many seconds; ``corrupt`` flips the
+    byte at that offset of every response.
     """
 
     statuses: list[int] = field(default_factory=list)
     retry_after: int | None = None
+    retry_after_date: float | None = None
+    html_page: bool = False
+    content_encoding: str | None = None
+    wrong_range: int | None = None
     drop_after: int | None = None
+    drop_every: int | None = None
     ignore_range: bool = False
     stall: float | None = None
+    drip: float | None = None
     corrupt: int | None = None
+
+    def encode(self, body: bytes, headers: dict[str, str]) -> bytes:
+        """``body`` gzipped with its Content-Encoding label when ``content_encoding`` asks (using it up)."""
+        if self.content_encoding is None:
+            return body
+        if self.content_encoding:
+            headers["Content-Encoding"] = self.content_encoding
+        self.content_encoding = None
+        return gzip.compress(body, mtime=0)
 
 
 @dataclass
@@ -89,7 +113,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
         self._start(status, headers, len(body))
         if self.command != "HEAD":
-            self.wfile.write(body)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client saw enough
+                self.wfile.write(body)
 
     def do_HEAD(self):
         self.do_GET()
@@ -106,19 +131,35 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.server.faults.get(path, Fault())
         if fault.statuses:
             status = fault.statuses.pop(0)
-            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+            headers = {}
+            if fault.retry_after is not None:
+                headers["Retry-After"] = str(fault.retry_after)
+            if fault.retry_after_date is not None:
+                headers["Retry-After"] = formatdate(time.time() + fault.retry_after_date, usegmt=True)
             self._answer(status, headers, f"{status} injected\n".encode())
             return status
+        if fault.html_page:
+            fault.html_page = False
+            headers = {"Content-Type": "text/html; charset=utf-8"}
+            page = b"<html><head><title>Service Unavailable</title></head><body>Try again later.</body></html>\n"
+            self._answer(HTTPStatus.OK, headers, fault.encode(page, headers))
+            return HTTPStatus.OK
         file = (self.server.root / path).resolve()
         if not file.is_relative_to(self.server.root) or not file.is_file():
             self._answer(HTTPStatus.NOT_FOUND, {}, b"not found\n")
             return HTTPStatus.NOT_FOUND
+        if fault.content_encoding is not None:
+            headers = {"Content-Type": "application/octet-stream"}
+            self._answer(HTTPStatus.OK, headers, fault.encode(file.read_bytes(), headers))
+            return HTTPStatus.OK
         size = file.stat().st_size
         start, end = 0, size - 1
         status = HTTPStatus.OK
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", requested or "")
         if match and not fault.ignore_range:
             start = int(match.group(1))
+            if fault.wrong_range is not None:
+                start, fault.wrong_range = fault.wrong_range, None
             end = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
             if start >= size:
                 self._answer(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, {"Content-Range": f"bytes */{size}"})
@@ -139,7 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
         return status
 
     def _send_body(self, file: Path, start: int, length: int, fault: Fault) -> None:
-        chunk_size = 64 * 1024
+        chunk_size = 1 if fault.drip else 64 * 1024
         sent = 0
         began = time.monotonic()
         with open(file, "rb") as handle:
@@ -148,8 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
                 chunk = bytearray(handle.read(min(chunk_size, length - sent)))
                 if fault.corrupt is not None and start + sent <= fault.corrupt < start + sent + len(chunk):
                     chunk[fault.corrupt - start - sent] ^= 0xFF
-                if fault.drop_after is not None and sent + len(chunk) > fault.drop_after:
-                    self.wfile.write(chunk[: fault.drop_after - sent])
+                drop = fault.drop_after if fault.drop_after is not None else fault.drop_every
+                if drop is not None and sent + len(chunk) > drop:
+                    self.wfile.write(chunk[: drop - sent])
                     self.wfile.flush()
                     fault.drop_after = None
                     return  # the connection closes short of Content-Length
@@ -161,6 +203,8 @@ class _Handler(BaseHTTPRequestHandler):
                 except (BrokenPipeError, ConnectionResetError):
                     return
                 sent += len(chunk)
+                if fault.drip:
+                    time.sleep(fault.drip)
                 if self.server.rate:
                     ahead = sent / self.server.rate - (time.monotonic() - began)
                     if ahead > 0:

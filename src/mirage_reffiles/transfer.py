@@ -2,10 +2,14 @@
 
 ``urllib.request`` does the HTTP: it follows redirects (the server's URLs
 are redirects), honours the usual proxy variables and speaks ``file://``.
+A read on the socket never blocks for more than :data:`TICK`: the loop
+keeps its own account of timeouts and stalls, and notices a stop asked for
+(:mod:`.interrupt`) within a tick.
 """
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import re
 import sys
@@ -15,10 +19,12 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from .errors import FetchError, VerifyError
+from . import interrupt
+from .errors import FetchError, Interrupted, VerifyError
 from .partial import NoStore, PartialStore, remove_partial
 from .progress import Progress
 
@@ -26,6 +32,10 @@ CHUNK_SIZE = 1 << 20
 USER_AGENT = "mirage-reffiles"
 #: Statuses worth another try: the server is busy or failing for now.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: Content types of a page, never of a reference file: an error page from the server or a proxy.
+PAGE_TYPES = frozenset({"text/html", "text/plain"})
+#: The longest one read on the socket may block, in seconds.
+TICK = 0.5
 
 
 class TransientError(FetchError):
@@ -50,7 +60,16 @@ class RetryPolicy:
     """How often and how patiently to try again.
 
     The wait before try ``n`` is ``backoff * 2 ** (n - 1)`` seconds, capped at
-    ``max_backoff``; a server's Retry-After wins when it asks for longer.
+    ``max_backoff``; a server's Retry-After wins when it asks for longer, up
+    to ``max_retry_after``. A try that receives nothing for ``read_timeout``
+    seconds, or fewer than ``min_speed`` bytes per second over
+    ``stall_window`` seconds, has stalled and is retried from where it stands
+    (``min_speed`` 0 turns the second check off). ``retries`` counts the
+    failed tries in a row: a try that made healthy progress (at least one
+    window's worth of bytes, at ``min_speed`` or better over the whole try)
+    starts the count again, so a long download over a flaky link goes on,
+    while a dead or drip-feeding server runs out of tries. Either way a file
+    ends in bounded time: each healthy try brings it closer at ``min_speed``.
     """
 
     retries: int = 5
@@ -58,12 +77,45 @@ class RetryPolicy:
     max_backoff: float = 60.0
     connect_timeout: float = 30.0
     read_timeout: float = 60.0
+    min_speed: float = 1000.0
+    stall_window: float = 30.0
+    max_retry_after: float = 900.0
 
     def wait(self, attempt: int, retry_after: float | None) -> float:
         delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
         if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_backoff))
+            delay = max(delay, min(retry_after, self.max_retry_after))
         return delay
+
+    def is_healthy(self, moved: int, elapsed: float) -> bool:
+        """Whether a failed try that moved ``moved`` bytes in ``elapsed`` s made progress enough to reset the count."""
+        return moved > 0 and moved >= self.min_speed * max(elapsed, self.stall_window)
+
+
+class _Pace:
+    """One try's flow of bytes: a stall (:class:`TransientError`) when it dries up or slows below the minimum."""
+
+    def __init__(self, policy: RetryPolicy):
+        self.policy = policy
+        self.last_byte = self.window_start = time.monotonic()
+        self.window_bytes = 0
+
+    def update(self, received: int) -> None:
+        """After each read, with the bytes it brought (0 for a tick without any)."""
+        now = time.monotonic()
+        if received:
+            self.last_byte = now
+        elif now - self.last_byte >= self.policy.read_timeout:
+            raise TransientError(f"read timed out (no bytes for {self.policy.read_timeout:g} s)")
+        self.window_bytes += received
+        elapsed = now - self.window_start
+        if elapsed >= self.policy.stall_window:
+            if self.window_bytes < self.policy.min_speed * elapsed:
+                raise TransientError(
+                    f"stalled: {self.window_bytes} bytes in {elapsed:.1f} s, below min_speed"
+                    f" ({self.policy.min_speed:g} bytes/s over stall_window {self.policy.stall_window:g} s)"
+                )
+            self.window_start, self.window_bytes = now, 0
 
 
 @dataclass
@@ -100,11 +152,32 @@ def _content_range(value: str | None) -> tuple[int, int | None]:
 
 
 def _retry_after(headers) -> float | None:
+    """The seconds a server asks to wait, from Retry-After in either form: seconds or an HTTP date."""
     value = headers.get("Retry-After") if headers is not None else None
+    if value is None:
+        return None
     try:
-        return max(0.0, float(value)) if value is not None else None
+        return max(0.0, float(value))
     except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None  # unreadable: our own backoff
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _not_the_file(headers) -> str | None:
+    """Why an HTTP answer's body is not the file's own bytes, whatever its status; None when it is."""
+    encoding = (headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding != "identity":
+        return f"answered with Content-Encoding: {encoding} although identity was asked for (not the file's own bytes)"
+    content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type in PAGE_TYPES:
+        return f"answered with a page (Content-Type: {content_type}), not the file: an error page from it or a proxy"
+    return None
 
 
 def open_from(url: str, offset: int, policy: RetryPolicy):
@@ -137,20 +210,28 @@ def open_from(url: str, offset: int, policy: RetryPolicy):
         if isinstance(reason, FileNotFoundError):
             raise FetchError(f"{url} does not exist") from None
         raise TransientError(f"cannot reach {url}: {reason}") from None
-    # The connect timeout governs the handshake; reads get their own limit.
+    # The connect timeout governs the handshake; a read waits one tick at most (see _read).
     sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
     if sock is not None:
-        sock.settimeout(policy.read_timeout)
+        sock.settimeout(min(TICK, policy.read_timeout))
     status = getattr(response, "status", None)
-    if status == 206:
-        start, total = _content_range(response.headers.get("Content-Range"))
-        return response, start, total
     length = response.headers.get("Content-Length")
     total = int(length) if length is not None and length.isdigit() else None
     if status is None:  # file:// ignores Range: skip ahead ourselves
         response.seek(offset)
         return response, offset, total
-    return response, 0, total
+    try:
+        if problem := _not_the_file(response.headers):
+            raise TransientError(f"{url} {problem}")
+        if status != 206:
+            return response, 0, total
+        start, total = _content_range(response.headers.get("Content-Range"))
+        if start != offset:  # not what was asked for: ask again, keeping what is kept
+            raise TransientError(f"asked {url} for the bytes from {offset} on, it sent a range from {start}")
+        return response, start, total
+    except TransientError:
+        response.close()
+        raise
 
 
 def download(
@@ -162,7 +243,7 @@ def download(
     policy: RetryPolicy | None = None,
     progress: Progress | None = None,
     reserve: Callable[[int], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = interrupt.wait,
     log: TextIO | None = None,
 ) -> tuple[int, str]:
     """Stream ``url`` into ``partial``, passing every byte to ``sink``.
@@ -175,7 +256,8 @@ def download(
     count matches what the server announced and what ``expected`` says.
     ``reserve(n)`` is called before the body is read with the number of bytes
     still to come, when the server says; it raises to refuse them. Retries
-    are reported to ``log`` (standard error by default).
+    are reported to ``log`` (standard error by default); ``sleep`` waits
+    before each (it raises :class:`Interrupted` on a stop, as every read does).
 
     On a failed check the partial file is deleted (its bytes are wrong) and
     :class:`FetchError` says which check failed; on running out of retries it
@@ -186,23 +268,32 @@ def download(
     policy = policy or RetryPolicy()
     store = NoStore(sink) if partial is None else PartialStore(partial, sink)
     try:
-        done, total, digest = _receive(url, store, policy, progress, reserve, sleep, log or sys.stderr)
-    finally:
-        store.close()
-    problem = None
-    if total is not None and done != total:
-        problem = f"received {done} bytes but the server announced {total}"
-    elif expected.size is not None and done != expected.size:
-        problem = f"size check failed: received {done} bytes, the table says {expected.size}"
-    elif expected.sha256 and digest.hexdigest() != expected.sha256.lower():
-        problem = f"sha256 check failed: got {digest.hexdigest()}, the table says {expected.sha256}"
-    if problem:
-        if partial is not None:
-            remove_partial(partial)
-        raise VerifyError(f"{url}: {problem}; the bad bytes were discarded")
+        try:
+            done, total, digest = _receive(url, store, policy, progress, reserve, sleep, log or sys.stderr)
+        finally:
+            store.close()
+        if problem := _failed_check(done, total, digest, expected):
+            if partial is not None:
+                remove_partial(partial)
+            raise VerifyError(f"{url}: {problem}; the bad bytes were discarded")
+    except BaseException:
+        if progress is not None:
+            progress.stop()
+        raise
     if progress is not None:
         progress.finish(done)
     return done, digest.hexdigest()
+
+
+def _failed_check(done: int, total: int | None, digest, expected: Expected) -> str | None:
+    """Which check the received bytes fail; None when they pass all."""
+    if total is not None and done != total:
+        return f"received {done} bytes but the server announced {total}"
+    if expected.size is not None and done != expected.size:
+        return f"size check failed: received {done} bytes, the table says {expected.size}"
+    if expected.sha256 and digest.hexdigest() != expected.sha256.lower():
+        return f"sha256 check failed: got {digest.hexdigest()}, the table says {expected.sha256}"
+    return None
 
 
 def is_local(url: str) -> bool:
@@ -217,22 +308,36 @@ def local_path(url: str) -> Path:
 def _receive(url, store, policy, progress, reserve, sleep, log):
     """Replay what ``store`` kept into its sink, then append the rest from ``url``."""
     done, digest = store.open()
+    if progress is not None:
+        progress.resumed(done)
     sink = store.sink
-    attempt = 0
+    attempt = 0  # failed tries in a row
     while True:
+        began, began_at = done, time.monotonic()
         try:
+            interrupt.check()
             response, start, total = open_from(url, done, policy)
             if response is None:
                 return done, total, digest
             with response:
                 if start != done:
                     print(f"{url}: server ignored the range request; starting over", file=log, flush=True)
-                    digest, done = store.restart(), 0
+                    digest, done, began = store.restart(), 0, 0
+                    if progress is not None:
+                        progress.resumed(0)
                 if progress is not None:
                     progress.total = total
                 if reserve is not None and total is not None:
                     reserve(total - done)
-                while chunk := _read(response):
+                pace = _Pace(policy)
+                while True:
+                    interrupt.check()
+                    chunk = _read(response)
+                    if chunk is None:  # a tick without bytes
+                        pace.update(0)
+                        continue
+                    if not chunk:
+                        break
                     store.write(chunk)
                     digest.update(chunk)
                     sink.write(chunk)
@@ -240,26 +345,40 @@ def _receive(url, store, policy, progress, reserve, sleep, log):
                     store.written(done, digest)
                     if progress is not None:
                         progress.update(done)
+                    pace.update(len(chunk))
             if total is not None and done < total:
                 raise TransientError(f"connection closed after {done} of {total} bytes")
             return done, total, digest
         except TransientError as error:
             store.flush()
+            if policy.is_healthy(done - began, time.monotonic() - began_at):
+                attempt = 0
             attempt += 1
             if attempt > policy.retries:
                 raise FetchError(f"{url}: gave up after {policy.retries} retries: {error}") from None
             delay = policy.wait(attempt, error.retry_after)
             print(f"{url}: {error}; retry {attempt} of {policy.retries} in {delay:.1f} s", file=log, flush=True)
             sleep(delay)
+        except Interrupted:
+            store.flush()  # what came so far is what the next run resumes from
+            raise
 
 
-def _read(response) -> bytes:
-    """The next chunk of the body; a network fault becomes :class:`TransientError`."""
+def _read(response) -> bytes | None:
+    """The next chunk of the body: empty at its end, None when nothing came within a tick.
+
+    A network fault becomes :class:`TransientError`.
+    """
     try:
         # read1 hands over what has arrived instead of waiting for a full chunk,
         # so bytes received before a stall are kept.
         return response.read1(CHUNK_SIZE)
     except TimeoutError:
-        raise TransientError("read timed out (no bytes for too long)") from None
+        # A timed-out receive loses no bytes, but the socket's reader refuses
+        # every later read once one timed out; these time out on purpose.
+        raw = getattr(getattr(response, "fp", None), "raw", None)
+        if hasattr(raw, "_timeout_occurred"):
+            raw._timeout_occurred = False
+        return None
     except (ConnectionError, http.client.HTTPException) as error:
         raise TransientError(f"connection broke: {error!r}") from None
