@@ -127,7 +127,7 @@ def get_group_input(name):
                     probe(BASE_URL + plan.missing.path.iloc[0])
                 except (SpaceError, UsageError, ServerUnreachable) as error:
                     raise session.refuse(error)
-                session.plan(len(plan.missing), plan.download_bytes)
+                session.plan(len(plan.missing), plan.size_bytes)
         return [get_target(row) for row in SELECTIONS[name].itertuples()]
 
     return get_group_targets

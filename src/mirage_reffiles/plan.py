@@ -13,7 +13,8 @@ import pandas as pd
 
 from .disk import existing_ancestor, free_space
 from .errors import SpaceError, UsageError
-from .layout import target_path
+from .layout import partial_download_path, target_path
+from .partial import kept_bytes
 
 #: Downloads that may run at once; each holds its partial file until done.
 PARALLEL_DOWNLOADS = 8
@@ -47,10 +48,17 @@ class Plan:
     present: int
     keep_archives: bool
     free_bytes: int
+    kept_bytes: int = 0  # of the missing files' downloads, kept by interrupted runs: not fetched again
+
+    @property
+    def size_bytes(self) -> int:
+        """The missing files' whole downloads."""
+        return _sum(self.missing.size_bytes)
 
     @property
     def download_bytes(self) -> int:
-        return _sum(self.missing.size_bytes)
+        """What is still to come over the wire."""
+        return max(self.size_bytes - self.kept_bytes, 0)
 
     @property
     def unpacked_bytes(self) -> int:
@@ -93,7 +101,8 @@ class Plan:
         lines += [
             f"  to fetch: {len(self.missing)} files ({int(kinds.sum())} darks, {int((~kinds).sum())} archives); "
             f"already present: {self.present}",
-            f"  to download: {_gb(self.download_bytes)}{mark} ({self.download_bytes:,} bytes)",
+            f"  to download: {_gb(self.download_bytes)}{mark} ({self.download_bytes:,} bytes)"
+            + (f"; {_gb(self.kept_bytes)} more are kept from interrupted downloads" if self.kept_bytes else ""),
             f"  on disk after unpacking: {_gb(self.on_disk_bytes)}{mark} ({self.on_disk_bytes:,} bytes)",
             f"  free space: {_gb(self.free_bytes)}; needed at most: {_gb(self.needed_bytes)}{mark}",
         ]
@@ -164,7 +173,10 @@ def status(mirage_data: Path, table: pd.DataFrame, selections: dict[str, pd.Data
 
 def make_plan(name: str, mirage_data: Path, rows: pd.DataFrame, keep_archives: bool = False) -> Plan:
     """The plan for building ``rows``: which are missing, and the space they need."""
+    mirage_data = Path(mirage_data)
     present = is_present(mirage_data, rows)
-    return Plan(
-        name, Path(mirage_data), rows[~present], int(present.sum()), keep_archives, free_space(Path(mirage_data))
-    )
+    missing = rows[~present]
+    kept = 0
+    if partial_download_path(mirage_data, "x", "gz").parent.is_dir():
+        kept = sum(kept_bytes(partial_download_path(mirage_data, r.file_id, r.archive)) for r in missing.itertuples())
+    return Plan(name, mirage_data, missing, int(present.sum()), keep_archives, free_space(mirage_data), kept)
