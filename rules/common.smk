@@ -199,6 +199,8 @@ def report_environment(log):
         MIRAGE_DATA, config["crds_path"], config["crds_server_url"]
     )
     path = write_env_file(MIRAGE_DATA, environment)
+    if not config["announce_environment"]:
+        return
     print(
         f"\nReference files are in {MIRAGE_DATA}. Point Mirage at them with:\n\n"
         f"{export_lines(environment)}\n(also written to {path}: `source {path}`)"
