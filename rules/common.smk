@@ -36,7 +36,7 @@ try:
     MIRAGE_DATA = check_mirage_data(
         config["mirage_data"] or os.environ.get("MIRAGE_DATA") or "mirage_data"
     )
-    BASE_URL = as_base_url(config["base_url"])
+    BASE_URL = as_base_url(config["base_url"] or layout.default_base_url())
     OPTIONS = {key: config[key] for key in (*SKIP_FLAGS, "single_dark")}
 
     with open(

@@ -17,7 +17,7 @@ import yaml
 from . import interrupt, session
 from .adopt import adopt_mirage_tree
 from .errors import RunRefused, WorkflowNotFound
-from .layout import SHIPPED_TABLE, STSCI_BASE_URL, WORKFLOW_DIR
+from .layout import SHIPPED_TABLE, WORKFLOW_DIR, default_base_url
 from .runtime import unsettle
 from .table import load_table, mirage_group
 from .transfer import as_base_url
@@ -61,7 +61,7 @@ def download_reffiles(
     skip_soss: bool = False,
     *,
     cores: int = 8,
-    base_url: str = STSCI_BASE_URL,
+    base_url: str | None = None,
     dry_run: bool = False,
     remove_mirage_archives: bool = False,
     config: dict | None = None,
@@ -70,7 +70,8 @@ def download_reffiles(
 
     The arguments mean what they mean in ``mirage.reference_files.downloader.
     download_reffiles``; ``cores`` is how many jobs run at once, ``base_url``
-    where the files are served (``https://``, ``file://`` or a folder), and
+    where the files are served (``https://``, ``file://`` or a folder;
+    default ``$MIRAGE_REFFILES_BASE_URL``, else STScI's server), and
     ``dry_run`` shows what would be fetched without fetching. A tree that
     Mirage's own downloader left in ``directory`` is adopted first: what is
     complete is not fetched again (its ``.gz``/``.tar.gz`` copies are deleted
@@ -106,7 +107,7 @@ def download_reffiles(
     build_config = {
         **(config or {}),
         "mirage_data": str(mirage_data),
-        "base_url": base_url,
+        "base_url": base_url or "",
         "instrument": instrument,
         "dark_type": dark_type,
         "skip_darks": skip_darks,
@@ -117,7 +118,9 @@ def download_reffiles(
     }
     if mirage_data.is_dir() and not dry_run:
         table = build_config.get("reference_table") or SHIPPED_TABLE
-        adoption = adopt_mirage_tree(directory, load_table(table), as_base_url(base_url), remove_mirage_archives)
+        adoption = adopt_mirage_tree(
+            directory, load_table(table), as_base_url(base_url or default_base_url()), remove_mirage_archives
+        )
         if adoption.adopted or adoption.leftovers:
             print(adoption.describe(removed=remove_mirage_archives))
     session.QUIET = True  # errors reach the caller as exceptions, not as printed lines

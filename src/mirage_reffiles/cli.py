@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 
-from .layout import STSCI_BASE_URL
 from .table import DARK_TYPES, TableError, parse_instruments
 
 
@@ -56,7 +55,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-soss", action="store_true", help="leave out the NIRISS SOSS PSFs")
     p.add_argument("--cores", type=int, default=8, help="jobs at once (default: %(default)s)")
     p.add_argument(
-        "--base-url", default=STSCI_BASE_URL, help="where the files are served: https://, file:// or a folder"
+        "--base-url",
+        help="where the files are served: https://, file:// or a folder "
+        "(default: $MIRAGE_REFFILES_BASE_URL if set, else STScI's server)",
     )
     p.add_argument("--dry-run", "-n", action="store_true", help="show what would be fetched, with sizes; fetch nothing")
     p.add_argument(

@@ -7,6 +7,7 @@ Mirage expects and the state of every download travels with it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 
 #: The repository this package sits in: Snakefile, rules/, config/ (an editable install).
@@ -15,8 +16,16 @@ WORKFLOW_DIR = Path(__file__).resolve().parents[2]
 #: The table of reference files that ships with the workflow.
 SHIPPED_TABLE = WORKFLOW_DIR / "config" / "reference_files.csv"
 
-#: STScI's server, the default base_url (config/config.yaml says the same).
+#: STScI's server, the default base_url.
 STSCI_BASE_URL = "https://data.science.stsci.edu/redirect/JWST/jwst-simulations/mirage_reference_files/"
+
+#: The environment variable a site sets to use its own copy of the server instead.
+BASE_URL_VARIABLE = "MIRAGE_REFFILES_BASE_URL"
+
+
+def default_base_url() -> str:
+    """Where files come from when base_url is blank: $MIRAGE_REFFILES_BASE_URL if set, else STScI's server."""
+    return os.environ.get(BASE_URL_VARIABLE) or STSCI_BASE_URL
 
 #: Bookkeeping folder under MIRAGE_DATA (records, partial downloads, logs).
 STATE_DIR = ".reffiles"

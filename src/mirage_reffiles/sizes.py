@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import requests
 
-from .layout import SHIPPED_TABLE, STSCI_BASE_URL
+from .layout import SHIPPED_TABLE, default_base_url
 from .table import load_table
 from .transfer import USER_AGENT
 
@@ -63,7 +63,9 @@ def refresh_sizes(table: pd.DataFrame, base_url: str, jobs: int = 8) -> pd.DataF
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=Path, default=SHIPPED_TABLE, help="table to update (default: %(default)s)")
-    parser.add_argument("--base-url", default=STSCI_BASE_URL, help="server to ask (default: %(default)s)")
+    parser.add_argument(
+        "--base-url", default=default_base_url(), help="server to ask (default: $MIRAGE_REFFILES_BASE_URL, else STScI)"
+    )
     parser.add_argument("--jobs", type=int, default=8, help="requests at once (default: %(default)s)")
     args = parser.parse_args(argv)
     table = load_table(args.table)
