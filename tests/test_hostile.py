@@ -343,3 +343,29 @@ def test_a_stop_during_a_retrys_wait_ends_it_at_once(site, mirage_data, stop):
     assert isinstance(outcome["error"], Interrupted)
     assert outcome["ended"] - asked < 1.0
     assert len(site.requests) == 1
+
+
+def test_a_stop_while_unpacking_keeps_the_complete_download(site, mirage_data, stop):
+    members = {f"mirage_data/fgs/cosmic_ray_library/cr_{n:04}.fits": synthetic_bytes(str(n), 2048) for n in range(1500)}
+    url = put_tarball(site, members)
+    lane = Lane.of("cosmic_ray_library", "fgs")
+    staging = layout.staging_dir(mirage_data, "lib")
+    partial = layout.partial_download_path(mirage_data, "lib", "tar.gz")
+
+    def stop_once_unpacking():
+        deadline = time.monotonic() + 20
+        while not (staging.is_dir() and any(staging.rglob("*.fits"))) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        stop.set()
+
+    watcher = threading.Thread(target=stop_once_unpacking)
+    watcher.start()
+    with pytest.raises(Interrupted, match=r"unpacking lib\.tar\.gz\.part stopped on request"):
+        fetch_tarball(url, mirage_data, "lib", policy=FAST, lane=lane)
+    watcher.join()
+    assert partial.stat().st_size == (site.root / "d/lib.tar.gz").stat().st_size
+    assert not staging.exists() and not (mirage_data / "fgs").exists()
+    stop.clear()
+    fetch_tarball(url, mirage_data, "lib", policy=FAST, lane=lane)
+    assert [r.status for r in site.requests] == [200, 416]  # nothing fetched twice
+    assert all((mirage_data / name.removeprefix("mirage_data/")).read_bytes() == data for name, data in members.items())

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
+from . import interrupt
 from .content import head_of, magic_for
 from .disk import require_free_space
 from .errors import FetchError, UnpackError
@@ -276,6 +277,7 @@ def extract_tarball(
     try:
         with gzip_reader(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
+                interrupt.check(f"unpacking {archive.name}")  # the complete download stays for the next run
                 tar.extract(member, staging, filter=functools.partial(_member_filter, lane=lane))
                 if member.isreg() and (name := tarball_member_destination(member.name)) is not None:
                     _check_kind(member, staging / name)
