@@ -3,7 +3,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: f"{workflow.basedir}/config/config.yaml"
+configfile: f"{workflow.current_basedir}/config/config.yaml"
 
 
 include: "rules/common.smk"
@@ -17,7 +17,7 @@ rule all:
         get_group_input("all"),
 
 
-for group_name in config["groups"]:
+for group_name in [name for name in GROUPS if name != "all"]:
 
     rule:
         name:
@@ -26,13 +26,17 @@ for group_name in config["groups"]:
             get_group_input(group_name),
 
 
-rule report_unknown_target:
-    input:
-        get_unknown_target,
-    output:
-        "{name}",
-    wildcard_constraints:
-        name=r"[^/]+",
+# A misspelt target gets the list of groups. Not when this workflow is a module
+# of another, whose own top-level files this rule would claim.
+if workflow.modifier.is_main_snakefile():
+
+    rule report_unknown_target:
+        input:
+            get_unknown_target,
+        output:
+            "{name}",
+        wildcard_constraints:
+            name=r"[^/]+",
 
 
 onstart:

@@ -5,10 +5,14 @@ from pathlib import Path
 
 import yaml
 
-# The workflow uses its own copy of the package, installed or not (the report
-# scripts are given the same path).
-PACKAGE_ROOT = str(Path(workflow.basedir) / "src")
-sys.path.insert(0, PACKAGE_ROOT)
+# This workflow's folder, also when another workflow uses it as a module.
+WORKFLOW_DIR = Path(str(workflow.current_basedir)).parent
+# In a checkout the workflow uses the package beside it, installed or not
+# (the report scripts are given the same path); installed from a wheel, the
+# workflow is inside the package, which is importable already.
+PACKAGE_ROOT = str(WORKFLOW_DIR / "src")
+if Path(PACKAGE_ROOT, "mirage_reffiles").is_dir():
+    sys.path.insert(0, PACKAGE_ROOT)
 
 from mirage_reffiles import layout, session
 from mirage_reffiles.errors import ServerUnreachable, SpaceError, UsageError
@@ -22,6 +26,7 @@ from mirage_reffiles.table import (
     load_table,
     mirage_group,
     select,
+    standard_groups,
     vocabulary,
 )
 from mirage_reffiles.fetch import FetchRequest, fetch_logged
@@ -30,7 +35,7 @@ from mirage_reffiles.transfer import Expected, RetryPolicy, as_base_url, as_url
 # Everything the user chose is checked now: a mistake ends the run with a few
 # lines naming the fix, before any download.
 try:
-    with open(Path(workflow.basedir) / "config/schemas/config.schema.yaml") as handle:
+    with open(WORKFLOW_DIR / "config/schemas/config.schema.yaml") as handle:
         config.update(check_config(config, yaml.safe_load(handle)))
     session.begin(verbose=config["verbose"], interval=config["progress_interval"])
     MIRAGE_DATA = check_mirage_data(
@@ -39,19 +44,17 @@ try:
     BASE_URL = as_base_url(config["base_url"] or layout.default_base_url())
     OPTIONS = {key: config[key] for key in (*SKIP_FLAGS, "single_dark")}
 
-    with open(
-        Path(workflow.basedir) / "config/schemas/reference_files.schema.yaml"
-    ) as handle:
+    with open(WORKFLOW_DIR / "config/schemas/reference_files.schema.yaml") as handle:
         ROW_SCHEMA = yaml.safe_load(handle)
     TABLE_PATH = str(
-        config["reference_table"]
-        or Path(workflow.basedir) / "config/reference_files.csv"
+        config["reference_table"] or WORKFLOW_DIR / "config/reference_files.csv"
     )
     TABLE = load_table(TABLE_PATH, schema=ROW_SCHEMA)
 
     # Every target group, checked now so a bad name or value fails before any download.
     GROUPS = {
         "all": mirage_group(config["instrument"], config["dark_type"]),
+        **standard_groups(),
         **config["groups"],
     }
     SELECTIONS = {
@@ -115,6 +118,7 @@ def get_group_input(name):
     def get_group_targets(wildcards):
         if name not in ANNOUNCED:
             ANNOUNCED.add(name)
+            clear_unusable_records(SELECTIONS[name])
             plan = make_plan(
                 name, MIRAGE_DATA, SELECTIONS[name], config["keep_archives"]
             )

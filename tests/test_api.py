@@ -22,7 +22,7 @@ def test_download_reffiles_builds_what_the_command_line_builds(tmp_path, server,
     )
     assert mirage_data == tmp_path / "api" / "mirage_data"
     from_api = tree(mirage_data)
-    api_requests = sorted(r.path for r in server.requests)
+    api_requests = sorted(r.path for r in server.gets())
 
     server.requests.clear()
     cli = Snakemake(tmp_path / "cli", server.url, mirror[2])
@@ -31,7 +31,7 @@ def test_download_reffiles_builds_what_the_command_line_builds(tmp_path, server,
     from_cli = tree(cli.mirage_data)
     assert from_api.pop("mirage_env.sh") != from_cli.pop("mirage_env.sh")  # each names its own tree
     assert from_api == from_cli
-    assert api_requests == sorted(r.path for r in server.requests)
+    assert api_requests == sorted(r.path for r in server.gets())
 
 
 def planned(preview):
@@ -88,7 +88,7 @@ def test_the_command_runs_the_build(tmp_path, server, mirror):
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"export MIRAGE_DATA={tmp_path / 'mirage_data'}" in result.stdout
-    assert sorted(r.path for r in server.requests) == sorted(
+    assert sorted(r.path for r in server.gets()) == sorted(
         row.path for row in load_table(mirror[2]).itertuples() if row.instrument == "fgs" and row.kind != "dark"
     )
 
@@ -124,7 +124,7 @@ def test_a_tree_from_mirages_downloader_is_adopted(tmp_path, server, mirror, cap
 
     download_reffiles(tmp_path, instrument="fgs", base_url=server.url, config={"reference_table": str(mirror[2])})
     output = capsys.readouterr().out
-    assert sorted(r.path for r in server.requests) == sorted(darks.path.iloc[:2])
+    assert sorted(r.path for r in server.gets()) == sorted(darks.path.iloc[:2])
     assert "Adopted 8 files" in output  # of 10: one never downloaded, one cut short
     assert "1 did not match" in output and "remain" in output
     built = tree(tmp_path / "mirage_data")

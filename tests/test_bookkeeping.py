@@ -151,7 +151,7 @@ def test_a_repair_that_fails_midway_is_finished_by_the_next(built):
     run, settings, rows, good, server = built
     dark = rows.loc[DARKS[2]]
     (run.mirage_data / dark.destination).unlink()  # its record remains: damaged
-    server.faults[dark.path] = Fault(statuses=[404] * 3)  # each of Snakemake's tries
+    server.faults[dark.path] = Fault(statuses=[404])  # not retried: a 404 fails the file at once
     assert run("repair", config=settings, check=False).returncode != 0
     assert not (run.mirage_data / dark.destination).exists()
     assert run("verify", config=settings).returncode == 0  # only missing now, no longer damaged

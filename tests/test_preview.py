@@ -8,7 +8,7 @@ import pandas as pd
 
 from conftest import REPO, TABLE_CSV, Snakemake
 from mirage_reffiles.server import Fault
-from mirage_reffiles.table import load_table, select
+from mirage_reffiles.table import load_table, select, standard_groups
 
 
 def summary(output):
@@ -26,7 +26,7 @@ def summary(output):
 def test_preview_counts_only_what_is_missing(snakemake, server, mirror, config):
     snakemake("fgs_raw")
     table = load_table(mirror[2])
-    rows = select(table, config["groups"]["fgs_raw"], {})
+    rows = select(table, standard_groups()["fgs_raw"], {})
     gone = rows.loc[["fgs_raw_guider2_2", "fgs_raw_guider1_3"]]
     for row in gone.itertuples():
         (snakemake.mirage_data / row.destination).unlink()

@@ -124,7 +124,7 @@ def test_killed_mid_unpack_starts_the_unpacking_again(workdir, tmp_path):
         run("all", config=subset_config(table_csv))
     assert tree(run.mirage_data) == expected | {layout.ENV_FILE: ANY}
     assert not staging.exists()
-    assert [r.status for r in server.requests] in ([416], [])  # complete download kept: nothing fetched again
+    assert [r.status for r in server.gets()] in ([416], [])  # complete download kept: nothing fetched again
 
 
 @pytest.fixture

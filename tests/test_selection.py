@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from mirage_reffiles.table import TableError, mirage_group, parse_instruments, select, select_group
+from mirage_reffiles.table import TableError, mirage_group, parse_instruments, select, select_group, standard_groups
 
 BASE_URL = "https://data.science.stsci.edu/redirect/JWST/jwst-simulations/mirage_reference_files/"
 FLAGS = ("skip_darks", "single_dark", "skip_cosmic_rays", "skip_psfs", "skip_soss")
@@ -58,7 +58,7 @@ def test_table_has_every_file_mirage_knows(table):
 @pytest.mark.parametrize("instrument", ["nircam", "niriss", "fgs"])
 @pytest.mark.parametrize("dark_type", ["linearized", "raw", "both"])
 def test_shipped_groups_match_mirage(table, config, instrument, dark_type):
-    group = config["groups"][f"{instrument}_{dark_type}"]
+    group = standard_groups()[f"{instrument}_{dark_type}"]
     assert our_urls(table, group, {}) == mirage_urls(instrument, dark_type)
 
 

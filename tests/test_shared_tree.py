@@ -16,7 +16,8 @@ def build(workdir, mirage_data, base_url, table, cores):
     workdir.mkdir()
     return subprocess.Popen(
         [
-            sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "fgs_raw", "--cores", str(cores), "--config",
+            sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "fgs_raw", "--cores", str(cores),
+            "--config",
             f"base_url={base_url}", f"mirage_data={mirage_data}", f"reference_table={table}", "single_dark=true",
         ],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

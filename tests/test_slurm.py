@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO, expected_tree, tree
 from mirage_reffiles.server import Fault
-from mirage_reffiles.table import load_table, select
+from mirage_reffiles.table import load_table, select, standard_groups
 
 SETTINGS = {"single_dark": True}  # 2 darks and 2 libraries: four cluster jobs
 
@@ -59,7 +59,7 @@ def rule_of(comment):
 
 def test_profile_builds_through_sbatch(cluster, snakemake, server, mirror, table, config):
     _, jobs = submit(snakemake, "fgs_raw", SETTINGS)
-    rows = select(load_table(mirror[2]), config["groups"]["fgs_raw"], SETTINGS)
+    rows = select(load_table(mirror[2]), standard_groups()["fgs_raw"], SETTINGS)
     built = tree(snakemake.mirage_data)
     built.pop("mirage_env.sh")
     assert built == expected_tree(mirror[1], rows)
@@ -68,7 +68,7 @@ def test_profile_builds_through_sbatch(cluster, snakemake, server, mirror, table
 
 
 def test_a_failed_job_is_reported_and_the_next_run_finishes(cluster, snakemake, server, mirror, config):
-    rows = select(load_table(mirror[2]), config["groups"]["fgs_raw"], SETTINGS)
+    rows = select(load_table(mirror[2]), standard_groups()["fgs_raw"], SETTINGS)
     lost = rows[rows.kind == "dark"].iloc[0]
     server.faults[lost.path] = Fault(statuses=[404] * 100)  # however often the job is tried
     result, jobs = submit(snakemake, "fgs_raw", SETTINGS, check=False)
@@ -80,7 +80,7 @@ def test_a_failed_job_is_reported_and_the_next_run_finishes(cluster, snakemake, 
     del server.faults[lost.path]  # the file is back
     server.requests.clear()
     submit(snakemake, "fgs_raw", SETTINGS)
-    assert [r.path for r in server.requests] == [lost.path]
+    assert [r.path for r in server.gets()] == [lost.path]
     built = tree(snakemake.mirage_data)
     built.pop("mirage_env.sh")
     assert built == expected_tree(mirror[1], rows)
@@ -88,10 +88,10 @@ def test_a_failed_job_is_reported_and_the_next_run_finishes(cluster, snakemake, 
 
 def test_downloads_on_the_submit_host_unpacking_on_the_cluster(cluster, snakemake, server, mirror, config):
     result, jobs = submit(snakemake, "fgs_raw", {**SETTINGS, "downloads_on_submit_host": True})
-    rows = select(load_table(mirror[2]), config["groups"]["fgs_raw"], SETTINGS)
+    rows = select(load_table(mirror[2]), standard_groups()["fgs_raw"], SETTINGS)
     assert sorted(rule_of(comment) for comment, _ in jobs) == ["extract_tarball"] * 2 + ["fetch_dark"] * 2
     assert "download_archive" in result.stderr  # ran, but as local jobs
-    assert sorted(r.path for r in server.requests) == sorted(rows.path)
+    assert sorted(r.path for r in server.gets()) == sorted(rows.path)
     built = tree(snakemake.mirage_data)
     built.pop("mirage_env.sh")
     assert built == expected_tree(mirror[1], rows)

@@ -8,10 +8,36 @@ Mirage expects and the state of every download travels with it.
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path, PurePosixPath
 
-#: The repository this package sits in: Snakefile, rules/, config/ (an editable install).
-WORKFLOW_DIR = Path(__file__).resolve().parents[2]
+
+def _workflow_dir() -> Path:
+    """The workflow's folder (Snakefile, rules/, config/, scripts/, profiles/).
+
+    Installed from a wheel it is the package data ``mirage_reffiles/workflow``;
+    in a checkout (or an editable install) it is the top of the repository,
+    which pyproject.toml installs as that package data: one copy of each file.
+    """
+    installed = Path(str(resources.files(__package__) / "workflow"))
+    if (installed / "Snakefile").is_file():
+        return installed
+    return Path(__file__).resolve().parents[2]
+
+
+#: Where the Snakefile, rules/, config/, scripts/ and profiles/ are.
+WORKFLOW_DIR = _workflow_dir()
+
+
+def table_output(table: Path, output: Path | None) -> Path:
+    """Where a command that updates ``table`` writes it: ``output`` if given, else the table
+    itself, except the one inside an installed package (a copy in the working directory)."""
+    if output is not None:
+        return output
+    if Path(table).resolve() == SHIPPED_TABLE.resolve() and WORKFLOW_DIR.parent == Path(__file__).resolve().parent:
+        return Path("reference_files.csv")
+    return Path(table)
+
 
 #: The table of reference files that ships with the workflow.
 SHIPPED_TABLE = WORKFLOW_DIR / "config" / "reference_files.csv"
@@ -26,6 +52,7 @@ BASE_URL_VARIABLE = "MIRAGE_REFFILES_BASE_URL"
 def default_base_url() -> str:
     """Where files come from when base_url is blank: $MIRAGE_REFFILES_BASE_URL if set, else STScI's server."""
     return os.environ.get(BASE_URL_VARIABLE) or STSCI_BASE_URL
+
 
 #: Bookkeeping folder under MIRAGE_DATA (records, partial downloads, logs).
 STATE_DIR = ".reffiles"

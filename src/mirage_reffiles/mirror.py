@@ -92,3 +92,32 @@ def build_mirror(root: Path, table: pd.DataFrame, size: int = 16_384) -> tuple[p
             hashlib.sha256(archive).hexdigest(),
         ]
     return pinned, expected
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from .layout import SHIPPED_TABLE
+    from .table import load_table, mirage_group, select_group
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mirage_reffiles.mirror",
+        description="Build a synthetic copy of the reference-file server in FOLDER: every row of the table as a "
+        "small made-up file at its real path (a FITS header, then pseudo-random bytes), and FOLDER/"
+        "pinned_table.csv, the table pinned to those files (exact sizes and SHA-256). Serve it with "
+        "`python -m mirage_reffiles.server FOLDER` and point base_url and reference_table at them.",
+    )
+    parser.add_argument("folder", type=Path, help="where to build the mirror")
+    parser.add_argument("--table", type=Path, default=SHIPPED_TABLE, help="table to mirror (default: the shipped one)")
+    parser.add_argument("--instrument", default="all", help="only these instruments: 'all' or a comma-separated list")
+    parser.add_argument("--size", type=int, default=16_384, help="unpacked bytes of each dark (default: %(default)s)")
+    args = parser.parse_args(argv)
+    table = load_table(args.table)
+    rows = select_group(table, {"instrument": mirage_group(args.instrument, "both")["instrument"]})
+    pinned, _ = build_mirror(args.folder, rows, size=args.size)
+    pinned.to_csv(args.folder / "pinned_table.csv", index=False)
+    print(f"{len(rows)} files in {args.folder}; their table: {args.folder / 'pinned_table.csv'}")
+
+
+if __name__ == "__main__":
+    main()

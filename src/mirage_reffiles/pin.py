@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .layout import SHIPPED_TABLE
+from .layout import SHIPPED_TABLE, table_output
 from .records import read_record
 from .table import load_table
 
@@ -43,12 +43,19 @@ def pin_table(table: pd.DataFrame, mirage_data: Path) -> tuple[pd.DataFrame, lis
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mirage_data", type=Path, help="a tree built by this workflow, whose downloads you trust")
-    parser.add_argument("--table", type=Path, default=SHIPPED_TABLE, help="table to update (default: %(default)s)")
+    parser.add_argument("--table", type=Path, default=SHIPPED_TABLE, help="table to update (default: the shipped one)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to write the result (default: the table itself; for the table inside an installed "
+        "package, reference_files.csv here: use it with --config reference_table=...)",
+    )
     args = parser.parse_args(argv)
     table = load_table(args.table)
     pinned, done = pin_table(table, args.mirage_data)
-    pinned.to_csv(args.table, index=False)
-    print(f"Pinned {len(done)} of {len(table)} rows of {args.table} to {args.mirage_data}")
+    output = table_output(args.table, args.output)
+    pinned.to_csv(output, index=False)
+    print(f"Pinned {len(done)} of {len(table)} rows of {args.table} to {args.mirage_data}, written to {output}")
 
 
 if __name__ == "__main__":

@@ -75,8 +75,8 @@ class MirrorServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, root: Path, rate: float | None = None, latency: float = 0.0):
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, root: Path, rate: float | None = None, latency: float = 0.0, port: int = 0):
+        super().__init__(("127.0.0.1", port), _Handler)
         self.root = Path(root).resolve()
         self.rate = rate
         self.latency = latency
@@ -92,6 +92,10 @@ class MirrorServer(ThreadingHTTPServer):
     def log_request(self, request: Request) -> None:
         with self._lock:
             self.requests.append(request)
+
+    def gets(self) -> list[Request]:
+        """The GET requests: what was downloaded (a build also asks HEAD once, to see the server is there)."""
+        return [r for r in self.requests if r.method == "GET"]
 
     def requests_for(self, path: str) -> list[Request]:
         return [r for r in self.requests if r.path == path]
@@ -225,3 +229,35 @@ def serve(root: Path, rate: float | None = None, latency: float = 0.0) -> Iterat
     finally:
         server.shutdown()
         server.server_close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mirage_reffiles.server",
+        description="Serve FOLDER over HTTP on 127.0.0.1, as the reference-file server serves its files (Range "
+        "requests, Last-Modified): a synthetic mirror from `python -m mirage_reffiles.mirror`, or a tree built "
+        "with keep_archives=true, whose archives/ folder is a copy of the server. Point base_url at the address "
+        "it prints. Stops on Ctrl-C.",
+    )
+    parser.add_argument("folder", type=Path, help="the folder to serve")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
+    parser.add_argument("--rate", type=float, help="cap each connection at this many bytes per second")
+    args = parser.parse_args(argv)
+    if not args.folder.is_dir():
+        parser.error(f"{args.folder} is not a folder")
+    server = MirrorServer(args.folder, rate=args.rate, port=args.port)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
+    print(f"Serving {args.folder.resolve()} at {server.url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

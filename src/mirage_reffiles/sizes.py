@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import requests
 
-from .layout import SHIPPED_TABLE, default_base_url
+from .layout import SHIPPED_TABLE, default_base_url, table_output
 from .table import load_table
 from .transfer import USER_AGENT
 
@@ -62,7 +62,13 @@ def refresh_sizes(table: pd.DataFrame, base_url: str, jobs: int = 8) -> pd.DataF
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", type=Path, default=SHIPPED_TABLE, help="table to update (default: %(default)s)")
+    parser.add_argument("--table", type=Path, default=SHIPPED_TABLE, help="table to update (default: the shipped one)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to write the result (default: the table itself; for the table inside an installed "
+        "package, reference_files.csv here: use it with --config reference_table=...)",
+    )
     parser.add_argument(
         "--base-url", default=default_base_url(), help="server to ask (default: $MIRAGE_REFFILES_BASE_URL, else STScI)"
     )
@@ -73,10 +79,11 @@ def main(argv: list[str] | None = None) -> None:
         refreshed = refresh_sizes(table, args.base_url, args.jobs)
     except (SizeError, requests.RequestException) as error:
         sys.exit(f"no change to {args.table}: {error}")
-    refreshed.to_csv(args.table, index=False)
+    output = table_output(args.table, args.output)
+    refreshed.to_csv(output, index=False)
     changed = int((refreshed.size_bytes != table.size_bytes).sum())
     total = refreshed.size_bytes.astype(int).sum()
-    print(f"{args.table}: exact sizes for {len(table)} files ({changed} changed), {total / 1e9:,.2f} GB in all")
+    print(f"{output}: exact sizes for {len(table)} files ({changed} changed), {total / 1e9:,.2f} GB in all")
 
 
 if __name__ == "__main__":

@@ -89,6 +89,20 @@ def mirage_group(instrument: str | Iterable[str], dark_type: str) -> dict[str, l
     return {"instrument": parse_instruments(instrument), "dark_type": parse_dark_type(dark_type)}
 
 
+def standard_groups() -> dict[str, dict[str, list[str]]]:
+    """The built-in target groups, one per instrument and dark type: what
+    ``download_reffiles(dir, instrument=I, dark_type=D)`` fetches.
+
+    >>> standard_groups()["nircam_both"]
+    {'instrument': ['nircam'], 'dark_type': ['raw', 'linearized']}
+    """
+    return {
+        f"{instrument}_{dark_type}": mirage_group(instrument, dark_type)
+        for instrument in INSTRUMENTS
+        for dark_type in DARK_TYPES
+    }
+
+
 def vocabulary(schema: Mapping) -> dict[str, list[str]]:
     """The allowed values of each column that the row schema restricts to a list."""
     return {
