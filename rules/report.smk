@@ -5,8 +5,6 @@
 rule status:
     log:
         ".snakemake/reffiles/logs/status.log",
-    conda:
-        "../environment.yml"
     params:
         **get_report_params(csv=config["status_csv"]),
     script:
@@ -16,8 +14,6 @@ rule status:
 rule verify:
     log:
         ".snakemake/reffiles/logs/verify.log",
-    conda:
-        "../environment.yml"
     params:
         **get_report_params(
             with_contents=config["verify_contents"], clear_damaged=False
@@ -33,8 +29,6 @@ checkpoint clear_damaged:
         "repair/cleared.{run}.txt",
     log:
         ".snakemake/reffiles/logs/repair.{run}.log",
-    conda:
-        "../environment.yml"
     params:
         **get_report_params(
             with_contents=config["verify_contents"],

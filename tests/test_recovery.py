@@ -5,6 +5,7 @@ byte-exact, and a plain second run finishes the job without anyone deleting
 anything by hand.
 """
 
+import contextlib
 import gzip
 import io
 import os
@@ -174,3 +175,24 @@ def test_a_full_disk_gives_a_clear_error_and_no_half_files(workdir, tmp_path, sm
     assert message in log
     assert not (run.mirage_data / rows.destination.iloc[0]).exists()
     assert not layout.temporary_path(run.mirage_data / rows.destination.iloc[0]).exists()
+
+
+def test_a_disk_already_full_is_named_and_the_job_log_does_not_fail_first(workdir, tmp_path, small_disk):
+    table_csv, rows, _ = subset_table(tmp_path, ["fgs_raw_guider2_1"])
+    (tmp_path / "mirror" / rows.path.iloc[0]).parent.mkdir(parents=True)
+    (tmp_path / "mirror" / rows.path.iloc[0]).write_bytes(gzip.compress(synthetic_bytes("dark", 50_000)))
+    run = Snakemake(workdir, "unused")
+    run.mirage_data = small_disk / "mirage_data"
+    (run.mirage_data / layout.STATE_DIR / "logs").mkdir(parents=True)
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as handle, contextlib.suppress(OSError):  # fill the disk to the last byte
+        while True:
+            handle.write(bytes(4096))
+
+    with serve(tmp_path / "mirror") as server:
+        run.base_url = server.url
+        result = run("all", config={**subset_config(table_csv), "ignore_free_space": True}, check=False)
+    assert result.returncode != 0, result.stderr
+    assert "disk full while writing" in result.stderr or "not enough free space" in result.stderr
+    assert "[Errno 28]" not in result.stderr
+    assert not (run.mirage_data / rows.destination.iloc[0]).exists()

@@ -50,6 +50,9 @@ QUIET_MESSAGES = (
     "host:",
     "Removing output files of failed job",
 )
+#: Snakemake's warnings that say nothing here: a failed download never leaves an output
+#: behind, so there is never a previous version of an update() output to restore.
+NOISE = ("Cannot restore ",)
 #: The widest download name shown.
 NAME_WIDTH = 40
 
@@ -186,12 +189,16 @@ class Display:
         """Whether a message of Snakemake's is shown."""
         if interrupt.requested():
             return False  # a stop was asked for: the run ends with one line of ours
-        if self.verbose or record.levelno >= logging.WARNING:
+        if self.verbose:
+            return True
+        message = record.msg.lstrip() if isinstance(record.msg, str) else ""
+        if message.startswith(NOISE):
+            return False
+        if record.levelno >= logging.WARNING:
             return True
         if str(getattr(record, "event", "")) in QUIET_EVENTS:
             return False
-        message = record.msg if isinstance(record.msg, str) else ""
-        return not message.lstrip().startswith(QUIET_MESSAGES)
+        return not message.startswith(QUIET_MESSAGES)
 
     def attach(self, logger: logging.Logger) -> None:
         """Filter Snakemake's stream handlers on ``logger`` through this display."""

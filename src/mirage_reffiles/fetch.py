@@ -10,6 +10,7 @@ a second waits on a per-file lock, then finds the work done.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -237,6 +238,36 @@ def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
         return once()
 
 
+class BestEffortLog:
+    """A job's log that never fails the job: on a full disk its lines are dropped,
+    and the download's own error (if any) says what is wrong."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            return 0
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+
+
 def fetch_logged(request: FetchRequest, log_path: str | Path) -> Path:
     """:func:`fetch` for a build job: progress and any failure go to ``log_path``.
 
@@ -245,8 +276,14 @@ def fetch_logged(request: FetchRequest, log_path: str | Path) -> Path:
     download stopped on request (see :mod:`.interrupt`) is noted with the
     bytes it kept, for the run's last line.
     """
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
+    try:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handle = open(log_path, "w", buffering=1)  # noqa: SIM115 (line by line: nothing left to fail at close)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        handle = open(os.devnull, "w")  # noqa: SIM115 (no room for a log: the download's own error will say why)
+    with contextlib.closing(BestEffortLog(handle)) as log:
         try:
             return fetch(request, log)
         except Interrupted as error:
