@@ -30,6 +30,12 @@ from mirage_reffiles.table import (
     vocabulary,
 )
 from mirage_reffiles.fetch import FetchRequest, fetch_logged
+from mirage_reffiles.reports import (
+    clear_for_repair,
+    finish_repair,
+    show_status,
+    verify_tree,
+)
 from mirage_reffiles.transfer import Expected, RetryPolicy, as_base_url, as_url
 
 # Everything the user chose is checked now: a mistake ends the run with a few
@@ -212,9 +218,8 @@ def report_environment(log):
 
 
 def get_report_params(**extra):
-    """What the report scripts (status, verify, repair) need to know of the build."""
+    """What the reports (status, verify, repair) need to know of the build."""
     return {
-        "package": PACKAGE_ROOT,
         "mirage_data": str(MIRAGE_DATA),
         "table": TABLE_PATH,
         "selections": {name: list(rows.file_id) for name, rows in SELECTIONS.items()},
@@ -242,13 +247,6 @@ def get_unfinished_repairs(wildcards):
     return sorted(
         str(path) for path in Path("repair").glob("cleared.*.txt") if path.name != mine
     )
-
-
-def finish_repair(cleared, log):
-    """Everything on the list is fetched again: the repair is done."""
-    file_ids = Path(cleared).read_text().split()
-    Path(log).write_text(f"fetched again: {' '.join(file_ids) or 'nothing'}\n")
-    Path(cleared).unlink()
 
 
 def clear_unusable_records(rows):

@@ -1,6 +1,6 @@
-"""The cluster profile on a real single-node SLURM cluster (tools/local_slurm.sh).
+"""The cluster profile on a real single-node SLURM cluster (scripts/local_slurm.sh).
 
-Skipped where SLURM is not installed (`tools/local_slurm.sh install`, as root);
+Skipped where SLURM is not installed (`scripts/local_slurm.sh install`, as root);
 CI installs it. Every run is bounded by `timeout -k`, and the daemons are
 stopped at the end.
 """
@@ -23,12 +23,12 @@ SETTINGS = {"single_dark": True}  # 2 darks and 2 libraries: four cluster jobs
 @pytest.fixture(scope="module")
 def cluster():
     if shutil.which("slurmctld") is None:
-        pytest.skip("SLURM is not installed here: run tools/local_slurm.sh install (as root)")
+        pytest.skip("SLURM is not installed here: run scripts/local_slurm.sh install (as root)")
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
         pytest.fail("SLURM is installed but its Snakemake plugin is not: pip install -e '.[dev]'")
-    subprocess.run(["timeout", "-k", "10", "180", str(REPO / "tools/local_slurm.sh"), "up"], check=True)
+    subprocess.run(["timeout", "-k", "10", "180", str(REPO / "scripts/local_slurm.sh"), "up"], check=True)
     yield
-    subprocess.run(["timeout", "-k", "10", "120", str(REPO / "tools/local_slurm.sh"), "down"], check=True)
+    subprocess.run(["timeout", "-k", "10", "120", str(REPO / "scripts/local_slurm.sh"), "down"], check=True)
 
 
 def submit(snakemake_run, target, config, check=True):

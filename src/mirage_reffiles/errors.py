@@ -47,3 +47,7 @@ class RunRefused(SystemExit):
     def __init__(self, error: Exception, code: int):
         super().__init__(code)
         self.error = error
+
+
+class DamageFound(Exception):
+    """``verify`` found files that do not match their records; the message names the repair."""

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 
 def _workflow_dir() -> Path:
-    """The workflow's folder (Snakefile, rules/, config/, scripts/, profiles/).
+    """The workflow's folder (Snakefile, rules/, config/, profiles/).
 
     Installed from a wheel it is the package data ``mirage_reffiles/workflow``;
     in a checkout (or an editable install) it is the top of the repository,
@@ -25,7 +25,7 @@ def _workflow_dir() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-#: Where the Snakefile, rules/, config/, scripts/ and profiles/ are.
+#: Where the Snakefile, rules/, config/ and profiles/ are.
 WORKFLOW_DIR = _workflow_dir()
 
 

@@ -2,9 +2,9 @@
 # A real single-node SLURM cluster on this (Debian) machine, with accounting,
 # for trying and testing the cluster profile. Needs root.
 #
-#   tools/local_slurm.sh install   # Debian packages: slurm-wlm, munge, slurmdbd, mariadb-server
-#   tools/local_slurm.sh up        # configure and start the daemons, wait until the node is idle
-#   tools/local_slurm.sh down      # stop them (by the PIDs in their pid files) and put slurm.conf away
+#   scripts/local_slurm.sh install   # Debian packages: slurm-wlm, munge, slurmdbd, mariadb-server
+#   scripts/local_slurm.sh up        # configure and start the daemons, wait until the node is idle
+#   scripts/local_slurm.sh down      # stop them (by the PIDs in their pid files) and put slurm.conf away
 #
 # State, logs and pid files live in $LOCAL_SLURM_DIR (default /var/tmp/local-slurm).
 set -euo pipefail
