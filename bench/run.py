@@ -24,9 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from mirage_reffiles.mirror import build_mirror, synthetic_bytes  # noqa: E402
-from mirage_reffiles.server import serve  # noqa: E402
 from mirage_reffiles.table import load_table  # noqa: E402
+from mirage_reffiles.testing.mirror import build_mirror, synthetic_bytes  # noqa: E402
+from mirage_reffiles.testing.server import serve  # noqa: E402
 
 TABLE = REPO / "config" / "reference_files.csv"
 BLOCK = 8 << 20

@@ -14,13 +14,18 @@ PACKAGE_ROOT = str(WORKFLOW_DIR / "src")
 if Path(PACKAGE_ROOT, "mirage_reffiles").is_dir():
     sys.path.insert(0, PACKAGE_ROOT)
 
-from mirage_reffiles import layout, session
+from mirage_reffiles import layout
+from mirage_reffiles.adapters import session
 from mirage_reffiles.errors import ServerUnreachable, SpaceError, UsageError
 from mirage_reffiles.plan import make_plan
-from mirage_reffiles.probe import probe
-from mirage_reffiles.runtime import freeze, settle
+from mirage_reffiles.transfer.probe import probe
+from mirage_reffiles.adapters.runtime import freeze, settle
 from mirage_reffiles.settings import check_config, check_mirage_data
-from mirage_reffiles.envfile import export_lines, mirage_environment, write_env_file
+from mirage_reffiles.adapters.envfile import (
+    export_lines,
+    mirage_environment,
+    write_env_file,
+)
 from mirage_reffiles.table import (
     SKIP_FLAGS,
     load_table,
@@ -30,13 +35,13 @@ from mirage_reffiles.table import (
     vocabulary,
 )
 from mirage_reffiles.fetch import FetchRequest, fetch_logged
-from mirage_reffiles.reports import (
+from mirage_reffiles.adapters.reports import (
     clear_for_repair,
     finish_repair,
     show_status,
     verify_tree,
 )
-from mirage_reffiles.transfer import Expected, RetryPolicy, as_base_url, as_url
+from mirage_reffiles.transfer.http import Expected, RetryPolicy, as_base_url, as_url
 
 # Everything the user chose is checked now: a mistake ends the run with a few
 # lines naming the fix, before any download.

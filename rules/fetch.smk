@@ -25,36 +25,27 @@ rule fetch_dark:
         fetch_logged(params.request, log[0])
 
 
-rule extract_tarball:
-    input:
-        archive=get_downloaded,
+# A tarball is fetched the same way; its target is its record, written last.
+use rule fetch_dark as extract_tarball with:
     output:
         record=update(f"{MIRAGE_DATA}/{layout.STATE_DIR}/records/{{tarball}}.json"),
     log:
         f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/{{tarball}}.log",
-    resources:
-        downloads=UNPACK_DOWNLOADS,
-    params:
-        request=get_fetch_request,
-    run:
-        fetch_logged(params.request, log[0])
 
 
 if config["downloads_on_submit_host"]:
 
     # For clusters whose compute nodes cannot reach the server: this host
-    # downloads, cluster jobs unpack.
+    # downloads (checked, not unpacked), cluster jobs unpack.
     localrules:
         download_archive,
 
-    rule download_archive:
+    use rule fetch_dark as download_archive with:
+        input:
+            [],
         output:
             archive=DOWNLOADED if config["keep_archives"] else temp(DOWNLOADED),
         log:
             f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/submit_host/{{server_path}}.log",
         resources:
             downloads=1,
-        params:
-            request=get_fetch_request,
-        run:
-            fetch_logged(params.request, log[0])

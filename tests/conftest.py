@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mirage_reffiles.mirror import build_mirror
-from mirage_reffiles.server import serve
 from mirage_reffiles.table import load_table
+from mirage_reffiles.testing.mirror import build_mirror
+from mirage_reffiles.testing.server import serve
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE_CSV = REPO / "config" / "reference_files.csv"

@@ -13,12 +13,12 @@ import pytest
 
 from conftest import TABLE_CSV, Snakemake, expected_tree, tree
 from mirage_reffiles import layout
-from mirage_reffiles.content import FITS_MAGIC
 from mirage_reffiles.disk import exclusive
-from mirage_reffiles.mirror import build_mirror, synthetic_bytes
 from mirage_reffiles.records import load_record, read_record, remove_unusable_records, unusable_records
-from mirage_reffiles.server import Fault, serve
 from mirage_reffiles.table import load_table
+from mirage_reffiles.testing.mirror import build_mirror, synthetic_bytes
+from mirage_reffiles.testing.server import Fault, serve
+from mirage_reffiles.unpack.content import FITS_MAGIC
 from mirage_reffiles.verify import check_file, matches_table
 
 DARKS = ["fgs_raw_guider1_1", "fgs_raw_guider1_2", "fgs_raw_guider2_1"]

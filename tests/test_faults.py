@@ -15,14 +15,15 @@ import time
 import pytest
 
 from conftest import REPO
-from mirage_reffiles import layout, partial, transfer
+from mirage_reffiles import layout
+from mirage_reffiles.errors import FetchError, UnpackError
 from mirage_reffiles.fetch import fetch_gzip, fetch_tarball
-from mirage_reffiles.inflate import available as inflate_available
-from mirage_reffiles.mirror import synthetic_bytes
 from mirage_reffiles.records import read_record
-from mirage_reffiles.server import Fault, serve
-from mirage_reffiles.transfer import Expected, FetchError, RetryPolicy
-from mirage_reffiles.unpack import UnpackError
+from mirage_reffiles.testing.mirror import synthetic_bytes
+from mirage_reffiles.testing.server import Fault, serve
+from mirage_reffiles.transfer import http, partial
+from mirage_reffiles.transfer.http import Expected, RetryPolicy
+from mirage_reffiles.unpack.inflate import available as inflate_available
 
 FAST = RetryPolicy(retries=3, backoff=0.01, connect_timeout=5, read_timeout=5)
 DARK = synthetic_bytes("dark", 2_000_000)
@@ -149,7 +150,7 @@ def test_retries_run_out_but_the_bytes_are_kept_for_next_time(site, mirage_data)
 def resume_every(monkeypatch):
     """Resume points every 100 kB instead of every 16 MB (and reads of 32 KiB), for a 1.3 MB download."""
     monkeypatch.setattr(partial, "RESUME_EVERY", 100_000)
-    monkeypatch.setattr(transfer, "CHUNK_SIZE", 32 << 10)
+    monkeypatch.setattr(http, "CHUNK_SIZE", 32 << 10)
     return 100_000
 
 

@@ -26,12 +26,12 @@ from test_faults import (
 )
 
 from mirage_reffiles import interrupt, layout
-from mirage_reffiles.errors import Interrupted
+from mirage_reffiles.errors import FetchError, Interrupted, UnpackError, VerifyError
 from mirage_reffiles.fetch import FetchRequest, fetch, fetch_tarball
-from mirage_reffiles.mirror import synthetic_bytes
-from mirage_reffiles.server import Fault, serve
-from mirage_reffiles.transfer import FetchError, RetryPolicy, VerifyError
-from mirage_reffiles.unpack import Lane, UnpackError
+from mirage_reffiles.testing.mirror import synthetic_bytes
+from mirage_reffiles.testing.server import Fault, serve
+from mirage_reffiles.transfer.http import RetryPolicy
+from mirage_reffiles.unpack.tar import Lane
 
 HALF = len(DARK_GZ) // 2
 PSFS = {f"mirage_data/nircam/gridded_psf_library/psf_{n}.fits": synthetic_bytes(f"psf{n}", 50_000) for n in range(2)}

@@ -9,7 +9,7 @@ import sys
 import yaml
 
 from conftest import REPO, expected_tree, fgs_raw_single, tree
-from mirage_reffiles.server import serve
+from mirage_reffiles.testing.server import serve
 
 
 def test_a_host_workflow_builds_a_group_and_a_file_by_path(tmp_path, mirror, table):

@@ -5,10 +5,10 @@ import hashlib
 
 import pytest
 
-from mirage_reffiles.inflate import available
-from mirage_reffiles.mirror import synthetic_bytes
-from mirage_reffiles.partial import PartialStore, kept_bytes
-from mirage_reffiles.unpack import GunzipSink, ResumableGunzipSink
+from mirage_reffiles.testing.mirror import synthetic_bytes
+from mirage_reffiles.transfer.partial import PartialStore, kept_bytes
+from mirage_reffiles.unpack.gunzip import GunzipSink, ResumableGunzipSink
+from mirage_reffiles.unpack.inflate import available
 
 pytestmark = pytest.mark.skipif(not available(), reason="resume points need the system zlib and OpenSSL")
 

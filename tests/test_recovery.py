@@ -19,9 +19,9 @@ import pytest
 
 from conftest import REPO, TABLE_CSV, Snakemake, expected_tree, tree
 from mirage_reffiles import layout
-from mirage_reffiles.mirror import build_mirror, synthetic_bytes
-from mirage_reffiles.server import serve
 from mirage_reffiles.table import load_table
+from mirage_reffiles.testing.mirror import build_mirror, synthetic_bytes
+from mirage_reffiles.testing.server import serve
 
 
 class _Any:

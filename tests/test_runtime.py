@@ -3,7 +3,7 @@
 import gc
 import threading
 
-from mirage_reffiles.runtime import cancel_rescheduling_timers, settle, unsettle
+from mirage_reffiles.adapters.runtime import cancel_rescheduling_timers, settle, unsettle
 
 
 class Scheduler:  # stands in for Snakemake's JobScheduler: the same method name

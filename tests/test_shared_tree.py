@@ -9,7 +9,7 @@ import time
 from collections import Counter
 
 from conftest import REPO, SLOW, fgs_raw_single, tree
-from mirage_reffiles.server import serve
+from mirage_reffiles.testing.server import serve
 
 
 def build(workdir, mirage_data, base_url, table, cores):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SLOW, fgs_raw_single
-from mirage_reffiles.server import serve
+from mirage_reffiles.testing.server import serve
 
 
 def command(workdir: Path, base_url: str, table: Path, *args: str, **config) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, expected_tree, tree
-from mirage_reffiles.mirror import build_mirror
+from mirage_reffiles.testing.mirror import build_mirror
 
 WORKFLOW_FILES = ("Snakefile", "rules/common.smk", "rules/fetch.smk", "rules/report.smk", "config/config.yaml",
                   "config/reference_files.csv", "config/schemas/config.schema.yaml", "config/README.md",

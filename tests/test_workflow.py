@@ -8,8 +8,8 @@ import pytest
 
 from conftest import REPO, TABLE_CSV, Snakemake, expected_tree, tree
 from mirage_reffiles import layout
-from mirage_reffiles.server import Fault
 from mirage_reffiles.table import load_table, select, standard_groups
+from mirage_reffiles.testing.server import Fault
 
 
 def group_rows(table, config, name, **flags):

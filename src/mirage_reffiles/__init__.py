@@ -8,7 +8,7 @@ cluster job that only downloads imports just what it uses.
 
 def __getattr__(name):
     if name == "download_reffiles":
-        from .api import download_reffiles
+        from mirage_reffiles.api import download_reffiles
 
         return download_reffiles
     raise AttributeError(f"module 'mirage_reffiles' has no attribute {name!r}")

@@ -23,9 +23,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .layout import record_path, tarball_member_destination
-from .records import Produced, Record, write_record
-from .unpack import GunzipSink, UnpackError, sha256_of
+from mirage_reffiles.errors import UnpackError
+from mirage_reffiles.hashing import sha256_of
+from mirage_reffiles.layout import record_path, tarball_member_destination
+from mirage_reffiles.records import Produced, Record, write_record
+from mirage_reffiles.unpack.gunzip import GunzipSink
 
 CHUNK = 1 << 20
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .table import DARK_TYPES, TableError, parse_instruments
+from mirage_reffiles.table import DARK_TYPES, TableError, parse_instruments
 
 
 def _instrument(value: str) -> str:
@@ -94,8 +94,8 @@ def _setting(text: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    from .api import download_reffiles
-    from .errors import ServerUnreachable, SpaceError, UsageError
+    from mirage_reffiles.api import download_reffiles
+    from mirage_reffiles.errors import ServerUnreachable, SpaceError, UsageError
 
     config = dict(args.config)
     for key in ("keep_archives", "ignore_free_space", "verbose"):

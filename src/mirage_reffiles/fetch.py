@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from . import layout
-from .content import head_of, is_fits
-from .disk import exclusive, is_disk_full, require_free_space
-from .errors import Interrupted, VerifyError
-from .inflate import available as inflate_available
-from .partial import remove_partial
-from .progress import Progress
-from .records import Produced, Record, read_record, write_record
-from .session import note_stopped
-from .transfer import Expected, FetchError, RetryPolicy, download, is_local, local_path
-from .unpack import GunzipSink, Lane, ResumableGunzipSink, UnpackError, extract_tarball, move_into_place
+from mirage_reffiles import interrupt, layout
+from mirage_reffiles.disk import exclusive, is_disk_full, require_free_space
+from mirage_reffiles.errors import FetchError, Interrupted, UnpackError, VerifyError
+from mirage_reffiles.records import Produced, Record, read_record, write_record
+from mirage_reffiles.transfer.http import Expected, RetryPolicy, download, is_local, local_path
+from mirage_reffiles.transfer.partial import kept_bytes, remove_partial
+from mirage_reffiles.transfer.progress import Progress
+from mirage_reffiles.unpack.content import head_of, is_fits
+from mirage_reffiles.unpack.gunzip import GunzipSink, ResumableGunzipSink
+from mirage_reffiles.unpack.inflate import available as inflate_available
+from mirage_reffiles.unpack.tar import Lane, extract_tarball, move_into_place
 
 
 def _finish_download(partial: Path | None, kept_archive: Path | None) -> None:
@@ -288,7 +288,8 @@ def fetch_logged(request: FetchRequest, log_path: str | Path) -> Path:
             return fetch(request, log)
         except Interrupted as error:
             print(f"{request.file_id}: {error}; the bytes so far are kept", file=log, flush=True)
-            note_stopped(request.mirage_data, request.file_id, request.archive)
+            partial = layout.partial_download_path(request.mirage_data, request.file_id, request.archive)
+            interrupt.STOPPED[request.file_id] = kept_bytes(partial)  # for the run's last line
             raise
         except FetchError as error:
             print(f"{request.file_id}: {error}", file=log, flush=True)

@@ -4,7 +4,7 @@ A terminal's Ctrl-C (SIGINT to the whole process group), ``scancel`` or
 SLURM's time limit (SIGTERM) and a dropped ssh session (SIGHUP) all ask a
 run to stop. Downloads run as threads of the Snakemake process, which no
 signal reaches: they look at :data:`STOP` between reads (a read never
-blocks for long, see :mod:`.transfer`) and end with :class:`Interrupted`
+blocks for long, see :mod:`.transfer.http`) and end with :class:`Interrupted`
 at a point they can resume from.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from .errors import Interrupted
+from mirage_reffiles.errors import Interrupted
 
 #: Set once a stop was asked for; every running download notices it within a read.
 STOP = threading.Event()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .layout import SHIPPED_TABLE, table_output
-from .records import read_record
-from .table import load_table
+from mirage_reffiles.layout import SHIPPED_TABLE, table_output
+from mirage_reffiles.records import read_record
+from mirage_reffiles.table import load_table
 
 
 def pin_table(table: pd.DataFrame, mirage_data: Path) -> tuple[pd.DataFrame, list[str]]:

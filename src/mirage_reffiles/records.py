@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .layout import lock_path, record_path, temporary_path
+from mirage_reffiles.layout import lock_path, record_path, temporary_path
 
 
 @dataclass

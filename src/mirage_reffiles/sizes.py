@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 import requests
 
-from .layout import SHIPPED_TABLE, default_base_url, table_output
-from .table import load_table
-from .transfer import USER_AGENT
+from mirage_reffiles.layout import SHIPPED_TABLE, default_base_url, table_output
+from mirage_reffiles.table import load_table
+from mirage_reffiles.transfer.http import USER_AGENT
 
 
 class SizeError(RuntimeError):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import TableError
+from mirage_reffiles.errors import TableError
 
 INSTRUMENTS = ("nircam", "niriss", "fgs")
 DARK_TYPES = {"linearized": ("linearized",), "raw": ("raw",), "both": ("raw", "linearized")}

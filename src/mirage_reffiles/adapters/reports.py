@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import DamageFound
-from .plan import status
-from .table import load_table
-from .verify import check_tree, clear_damaged, still_to_fetch, summarize
+from mirage_reffiles.errors import DamageFound
+from mirage_reffiles.plan import status
+from mirage_reffiles.table import load_table
+from mirage_reffiles.verify import check_tree, clear_damaged, still_to_fetch, summarize
 
 
 def _selections(table, selections: dict[str, list[str]]):

@@ -20,9 +20,9 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UnpackError
-from .inflate import Sha256, new_sha256
-from .inflate import available as inflate_available
+from mirage_reffiles.errors import UnpackError
+from mirage_reffiles.hashing import Sha256, new_sha256
+from mirage_reffiles.unpack.inflate import available as inflate_available
 
 #: Compressed bytes between resume points.
 RESUME_EVERY = 16 << 20

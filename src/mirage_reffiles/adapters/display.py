@@ -18,8 +18,8 @@ import threading
 import time
 from typing import TextIO
 
-from . import interrupt
-from .progress import BOARD, Board
+from mirage_reffiles import interrupt
+from mirage_reffiles.transfer.progress import BOARD, Board
 
 #: Snakemake's events (``record.event``) left out unless verbose: job blocks, banners, statistics.
 QUIET_EVENTS = frozenset(

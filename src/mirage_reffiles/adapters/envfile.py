@@ -6,8 +6,8 @@ import os
 import shlex
 from pathlib import Path
 
-from .disk import write_atomically
-from .layout import ENV_FILE
+from mirage_reffiles.disk import write_atomically
+from mirage_reffiles.layout import ENV_FILE
 
 
 def mirage_environment(mirage_data: Path, crds_path: str, crds_server_url: str) -> dict[str, str]:

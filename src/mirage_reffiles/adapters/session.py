@@ -11,13 +11,10 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from pathlib import Path
 
-from . import interrupt
-from .display import Display, human_bytes
-from .errors import RunRefused, UsageError
-from .layout import partial_download_path
-from .partial import kept_bytes
+from mirage_reffiles import interrupt
+from mirage_reffiles.adapters.display import Display, human_bytes
+from mirage_reffiles.errors import RunRefused, UsageError
 
 #: Signals that ask a run to stop: Ctrl-C, scancel or a time limit, a dropped ssh session.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -103,11 +100,6 @@ def stopped_line() -> str:
         f"Stopped on {why}: {len(names)} download(s) interrupted ({shown}), {human_bytes(kept)} kept "
         "for resuming. Run the same command again to continue."
     )
-
-
-def note_stopped(mirage_data: Path, file_id: str, archive: str) -> None:
-    """Remember a download that stopped on request, with the bytes it kept."""
-    interrupt.STOPPED[file_id] = kept_bytes(partial_download_path(mirage_data, file_id, archive))
 
 
 def refuse(error: Exception) -> RunRefused:

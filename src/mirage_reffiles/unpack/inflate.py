@@ -21,24 +21,27 @@ from __future__ import annotations
 import base64
 import ctypes
 import ctypes.util
-import hashlib
 import importlib.util
-import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from .errors import UnpackError
-
-try:  # ISA-L's CRC-32 is the fastest here; both release the GIL on large buffers
-    from isal.isal_zlib import crc32
-except ImportError:  # pragma: no cover - isal is a dependency
-    crc32 = zlib.crc32
+from mirage_reffiles.errors import UnpackError
+from mirage_reffiles.hashing import can_save_sha256, crc32
+from mirage_reffiles.native import address, load
 
 Z_OK, Z_STREAM_END, Z_NEED_DICT, Z_BUF_ERROR = 0, 1, 2, -5
 Z_NO_FLUSH, Z_BLOCK = 0, 5
 OUTPUT_BUFFER = 4 << 20
 WINDOW = 32 << 10
 GZIP_MAGIC = b"\x1f\x8b"
+#: The one compression method of gzip (RFC 1952): deflate.
+GZIP_DEFLATE = 8
+#: Bits of a gzip header's flag byte (RFC 1952, 2.3.1).
+FHCRC, FEXTRA, FNAME, FCOMMENT = 2, 4, 8, 16
+#: What inflate() says in ``data_type`` when it stops with Z_BLOCK (zlib.h; zran.c's tests):
+#: at the end of a deflate block, at the end of the last block, and how many bits of the
+#: last byte it used are left over.
+AT_BLOCK_END, AT_LAST_BLOCK, UNUSED_BITS = 128, 64, 7
 
 
 class _ZStream(ctypes.Structure):  # zlib.h's z_stream
@@ -58,28 +61,6 @@ class _ZStream(ctypes.Structure):  # zlib.h's z_stream
         ("adler", ctypes.c_ulong),
         ("reserved", ctypes.c_ulong),
     ]
-
-
-class _Sha256Ctx(ctypes.Structure):  # OpenSSL's SHA256_CTX
-    _fields_ = [
-        ("h", ctypes.c_uint * 8),
-        ("Nl", ctypes.c_uint),
-        ("Nh", ctypes.c_uint),
-        ("data", ctypes.c_uint * 16),
-        ("num", ctypes.c_uint),
-        ("md_len", ctypes.c_uint),
-    ]
-
-
-def _load(path: str | None, prefix: str, functions: dict[str, list]) -> ctypes.CDLL | None:
-    """The library at ``path`` with ``functions`` (names without ``prefix``) typed; None if any is missing."""
-    try:
-        library = ctypes.CDLL(path) if path else None
-        for function, argtypes in functions.items():
-            getattr(library, prefix + function).argtypes = argtypes
-    except (OSError, AttributeError):
-        return None
-    return library
 
 
 def _zlib_ng_paths() -> list[str]:
@@ -114,14 +95,14 @@ def open_zlib(zlib_ng: bool = True) -> tuple[ctypes.CDLL | None, str]:
     ``zlib_ng`` and it is there, else the system zlib; ``(None, "")`` if neither."""
     library = None
     for path in _zlib_ng_paths() if zlib_ng else []:
-        if library := _load(path, "zng_", {**_INFLATE, "inflateInit2": [_STREAM, ctypes.c_int]}):
+        if library := load(path, "zng_", {**_INFLATE, "inflateInit2": [_STREAM, ctypes.c_int]}):
             break
     if library is not None:
         prefix = "zng_"
     else:
         prefix, library = (
             "",
-            _load(
+            load(
                 ctypes.util.find_library("z"),
                 "",
                 {
@@ -139,16 +120,6 @@ def open_zlib(zlib_ng: bool = True) -> tuple[ctypes.CDLL | None, str]:
 
 
 _zlib, _PREFIX = open_zlib()
-_CTX = ctypes.POINTER(_Sha256Ctx)
-_crypto = _load(
-    ctypes.util.find_library("crypto"),
-    "",
-    {
-        "SHA256_Init": [_CTX],
-        "SHA256_Update": [_CTX, ctypes.c_void_p, ctypes.c_size_t],
-        "SHA256_Final": [ctypes.c_char_p, _CTX],
-    },
-)
 
 
 def _z(name: str):
@@ -169,44 +140,7 @@ def crc32_combine(first: int, second: int, second_length: int) -> int:
 
 def available() -> bool:
     """True when gunzipping can be saved and resumed here (zlib and OpenSSL loaded)."""
-    return _zlib is not None and _crypto is not None
-
-
-def _address(data: bytes) -> int:
-    """Where the bytes of ``data`` are (no copy); ``data`` must outlive its use."""
-    return ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0
-
-
-class Sha256:
-    """SHA-256 whose state can be saved (:meth:`state`) and restored (:meth:`restore`)."""
-
-    def __init__(self) -> None:
-        self._ctx = _Sha256Ctx()
-        _crypto.SHA256_Init(ctypes.byref(self._ctx))
-
-    def update(self, data: bytes) -> None:
-        data = data if isinstance(data, bytes) else bytes(data)
-        _crypto.SHA256_Update(ctypes.byref(self._ctx), _address(data), len(data))
-
-    def hexdigest(self) -> str:
-        copy = _Sha256Ctx.from_buffer_copy(self._ctx)  # finishing spoils the context
-        digest = ctypes.create_string_buffer(32)
-        _crypto.SHA256_Final(digest, ctypes.byref(copy))
-        return digest.raw.hex()
-
-    def state(self) -> str:
-        return base64.b64encode(bytes(self._ctx)).decode()
-
-    @classmethod
-    def restore(cls, state: str) -> Sha256:
-        sha = cls()
-        sha._ctx = _Sha256Ctx.from_buffer_copy(base64.b64decode(state))
-        return sha
-
-
-def new_sha256() -> Sha256 | hashlib._Hash:
-    """A SHA-256 hasher, one that can be saved when this platform allows."""
-    return Sha256() if _crypto is not None else hashlib.sha256()
+    return _zlib is not None and can_save_sha256()
 
 
 @dataclass
@@ -243,20 +177,20 @@ def _gzip_header_length(data: bytes) -> int | None:
     """Length of the gzip member header at the start of ``data``; None if incomplete."""
     if len(data) < 10:
         return None
-    if data[:2] != GZIP_MAGIC or data[2] != 8:
+    if data[:2] != GZIP_MAGIC or data[2] != GZIP_DEFLATE:
         raise UnpackError("not gzip data (bad magic number or method)")
     flags, position = data[3], 10
-    if flags & 4:  # FEXTRA
+    if flags & FEXTRA:
         if len(data) < position + 2:
             return None
         position += 2 + int.from_bytes(data[position : position + 2], "little")
-    for flag in (8, 16):  # FNAME, FCOMMENT: zero-terminated
+    for flag in (FNAME, FCOMMENT):  # zero-terminated
         if flags & flag:
             end = data.find(b"\0", position)
             if end < 0:
                 return None
             position = end + 1
-    if flags & 2:  # FHCRC
+    if flags & FHCRC:
         position += 2
     return position if len(data) >= position else None
 
@@ -294,7 +228,7 @@ class GzipInflater:
         if point.bits:
             _z("inflatePrime")(inflater._stream, point.bits, point.byte >> (8 - point.bits))
         window = base64.b64decode(point.window)
-        _z("inflateSetDictionary")(inflater._stream, _address(window), len(window))
+        _z("inflateSetDictionary")(inflater._stream, address(window), len(window))
         inflater._in_member = True
         inflater._last_byte = point.byte
         inflater.members = 1
@@ -366,7 +300,7 @@ class GzipInflater:
 
     def _inflate(self, data: bytes) -> int:
         stream, size = self._stream, len(data)
-        stream.next_in, stream.avail_in = _address(data), size
+        stream.next_in, stream.avail_in = address(data), size
         while True:
             stream.next_out, stream.avail_out = ctypes.addressof(self._out), OUTPUT_BUFFER
             status = _z("inflate")(stream, Z_BLOCK if self._want else Z_NO_FLUSH)
@@ -387,8 +321,9 @@ class GzipInflater:
             if status not in (Z_OK, Z_BUF_ERROR):
                 message = stream.msg.decode(errors="replace") if stream.msg else f"zlib status {status}"
                 raise UnpackError(f"corrupt gzip data ({message})")
-            if self._want and stream.data_type & 128 and not stream.data_type & 64:
-                self._mark(used, stream.data_type & 7)
+            at_boundary = stream.data_type & AT_BLOCK_END and not stream.data_type & AT_LAST_BLOCK
+            if self._want and at_boundary:
+                self._mark(used, stream.data_type & UNUSED_BITS)
             if stream.avail_in == 0 and stream.avail_out:
                 return used
 

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .errors import ServerUnreachable
+from mirage_reffiles.errors import ServerUnreachable
 
 #: Seconds to wait for the server's answer before calling it unreachable.
 PROBE_TIMEOUT = 10.0
