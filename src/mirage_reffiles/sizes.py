@@ -17,13 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 import requests
 
+from mirage_reffiles.errors import SizeError
 from mirage_reffiles.layout import add_table_options, default_base_url, table_output
 from mirage_reffiles.table import load_table
 from mirage_reffiles.transfer.http import USER_AGENT
-
-
-class SizeError(RuntimeError):
-    pass
 
 
 def remote_size(session: requests.Session, url: str, timeout: float = 30) -> tuple[int, str]:
