@@ -322,3 +322,22 @@ def test_the_command_and_the_python_call_stop_on_ctrl_c_too(tmp_path, slow_mirro
     assert api_status == 42 and api_took <= 2.0
     assert re.search(r"KeyboardInterrupt: Stopped on SIGINT: \d download\(s\) interrupted", api_out)
     assert "Traceback" not in cli_err + api_err
+
+
+def test_ctrl_c_before_any_download_ends_at_once(workdir, mirror):
+    # A server that takes the connection and never answers: the run waits in its probe.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        build = subprocess.Popen(command(workdir, url, mirror[2], "fgs_raw"), cwd=workdir, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+        ready, _, _ = select.select([silent], [], [], 30)
+        assert ready, "the run never asked the server"
+        sent = time.monotonic()
+        os.killpg(build.pid, signal.SIGINT)
+        out, err = build.communicate(timeout=30)
+    assert time.monotonic() - sent < 1.0
+    assert build.returncode == 130
+    assert "Traceback" not in out + err
+    assert err.strip().splitlines()[-1] == "Stopped on SIGINT before any download started."
