@@ -97,7 +97,8 @@ def start(workflow) -> None:
 
 
 def end(success: bool) -> None:
-    """When the jobs are over: the display comes down; a stopped run says what it kept."""
+    """When the jobs are over: the display comes down; a stopped run says what it kept and
+    ends here, with the exit status of a run a signal ended."""
     for number, previous in _restore.items():
         signal.signal(number, previous)
     _restore.clear()
@@ -105,6 +106,9 @@ def end(success: bool) -> None:
         _display.stop()
     if interrupt.STOP.is_set() and not QUIET:
         print(stopped_line(), file=sys.stderr, flush=True)
+        # The shell's convention for a run a signal ended (130 for Ctrl-C), instead of Snakemake's 1.
+        signum = signal.Signals[_signal_name[0]] if _signal_name else signal.SIGINT
+        raise SystemExit(128 + signum)
 
 
 def stopped_line() -> str:
