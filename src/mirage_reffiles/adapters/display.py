@@ -49,6 +49,7 @@ QUIET_MESSAGES = (
     "Building DAG of jobs",
     "host:",
     "Removing output files of failed job",
+    "Reasons:",
 )
 #: Snakemake's warnings that say nothing here: a failed download never leaves an output
 #: behind, so there is never a previous version of an update() output to restore.
