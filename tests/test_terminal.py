@@ -156,6 +156,7 @@ def test_progress_lines_when_not_a_terminal(tmp_path, slow_mirror):
     assert any("%" in line and "/s" in line for line in lines)
     assert "\x1b[" not in result.stderr
     assert len(result.stderr.splitlines()) < 60
+    assert re.search(r"^Fetched 4 files, [\d.]+ MB in \d+s \(", result.stderr, re.MULTILINE)
 
 
 def test_verbose_shows_snakemakes_job_blocks(tmp_path, slow_mirror):

@@ -172,6 +172,17 @@ class Display:
         self._thread = threading.Thread(target=self._loop, name="mirage-reffiles display", daemon=True)
         self._thread.start()
 
+    def summary(self) -> str | None:
+        """One line for the end of a run: what it fetched, how fast; None when it fetched nothing."""
+        if not self.board.finished_files:
+            return None
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        done = self.board.finished_bytes
+        return (
+            f"Fetched {self.board.finished_files} files, {human_bytes(done)} in {human_time(elapsed)} "
+            f"({human_bytes(done / elapsed)}/s)"
+        )
+
     def stop(self) -> None:
         """Stop redrawing and take the block off the terminal."""
         self._done.set()

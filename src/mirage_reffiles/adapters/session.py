@@ -104,6 +104,8 @@ def end(success: bool) -> None:
     _restore.clear()
     if _display is not None:
         _display.stop()
+        if success and not QUIET and (line := _display.summary()):
+            print(line, file=sys.stderr, flush=True)
     if interrupt.STOP.is_set() and not QUIET:
         print(stopped_line(), file=sys.stderr, flush=True)
         # The shell's convention for a run a signal ended (130 for Ctrl-C), instead of Snakemake's 1.
