@@ -36,8 +36,10 @@ def snakemake_logger() -> logging.Logger:
     return logger
 
 
-def begin(verbose: bool, interval: float) -> Display:
-    """While the workflow is read: filter Snakemake's messages through a new display."""
+def begin(verbose: bool, interval: float, main: bool = True) -> Display:
+    """While the workflow is read: filter Snakemake's messages through a new display, and
+    stop at once on a signal. Not ``main`` (a module of another workflow): the signals stay
+    the host's."""
     global _display
     interrupt.STOP.clear()
     interrupt.STOPPED.clear()
@@ -46,7 +48,7 @@ def begin(verbose: bool, interval: float) -> Display:
         _display.detach(snakemake_logger())
     _display = Display(interval=interval, verbose=verbose)
     _display.attach(snakemake_logger())
-    if not QUIET:  # the Python API's caller keeps Python's own Ctrl-C until jobs run
+    if main and not QUIET:  # the Python API's caller keeps Python's own Ctrl-C until jobs run
         _install(_before_jobs)
     return _display
 
