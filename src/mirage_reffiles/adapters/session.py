@@ -47,8 +47,10 @@ def begin(verbose: bool, interval: float, main: bool = True) -> Display:
     if _display is not None:
         _display.detach(snakemake_logger())
     _display = Display(interval=interval, verbose=verbose)
+    if not main:  # a module: what the run prints, and its signals, are the host workflow's
+        return _display
     _display.attach(snakemake_logger())
-    if main and not QUIET:  # the Python API's caller keeps Python's own Ctrl-C until jobs run
+    if not QUIET:  # the Python API's caller keeps Python's own Ctrl-C until jobs run
         _install(_before_jobs)
     return _display
 
