@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from mirage_reffiles.adapters.envfile import SERVERLESS_URL
 from mirage_reffiles.disk import exclusive, write_atomically
 from mirage_reffiles.errors import FetchError, ServerUnreachable, UsageError, VerifyError
 from mirage_reffiles.transfer.http import Expected, RetryPolicy, download
@@ -42,8 +43,6 @@ MODE_COLUMNS = ("INSTRUME", "DETECTOR", "FILTER", "PUPIL", "READPATT", "EXP_TYPE
                 "DATE-OBS", "TIME-OBS")  # fmt: skip
 REQUIRED_COLUMNS = ("INSTRUME", "DETECTOR", "FILTER", "PUPIL", "READPATT", "EXP_TYPE")
 INSTRUMENTS = ("NIRCAM", "NIRISS", "FGS")
-#: A server URL with this word makes crds attempt no network at all.
-SERVERLESS_URL = "https://jwst-serverless-mode.stsci.edu"
 #: This build's own files inside the cache (plans, partial downloads, locks, logs).
 STATE_DIR = ".reffiles"
 #: Mappings downloaded at once while a plan is made.
@@ -80,7 +79,9 @@ def read_modes(path: str | Path) -> list[dict[str, str]]:
         mode = {key.strip().upper(): (value or "").strip().upper() for key, value in row.items() if key}
         mode = {key: value for key, value in mode.items() if value}
         if missing := [key for key in REQUIRED_COLUMNS if key not in mode]:
-            raise UsageError(f"{path}, line {number}: no {', '.join(missing)}; each mode needs {', '.join(REQUIRED_COLUMNS)}")
+            raise UsageError(
+                f"{path}, line {number}: no {', '.join(missing)}; each mode needs {', '.join(REQUIRED_COLUMNS)}"
+            )
         if mode["INSTRUME"] not in INSTRUMENTS:
             raise UsageError(f"{path}, line {number}: unknown instrument {mode['INSTRUME']!r}; "
                              f"Mirage simulates {', '.join(INSTRUMENTS)}")  # fmt: skip
@@ -107,7 +108,8 @@ def rpc(server_url: str, method: str, *params, timeout: float = 60.0):
         reason = getattr(error, "reason", error)
         raise ServerUnreachable(f"the CRDS server {server_url} did not answer {method}: {reason}") from None
     if answer.get("error"):
-        message = answer["error"].get("message", answer["error"]) if isinstance(answer["error"], dict) else answer["error"]
+        error = answer["error"]
+        message = error.get("message", error) if isinstance(error, dict) else error
         raise UsageError(f"the CRDS server {server_url} refused {method}: {message}")
     result = answer.get("result")
     if isinstance(result, dict) and "crds_encoded" in result:
@@ -288,6 +290,24 @@ class Reference:
     sha1sum: str
 
 
+def is_filled(crds_path: Path, context: str) -> bool:
+    """Whether the cache holds ``context`` and its config files (a plan for it was made)."""
+    if not context:
+        return False
+    config = Path(crds_path) / "config" / OBSERVATORY / "server_config"
+    return config.is_file() and (Path(crds_path) / "mappings" / OBSERVATORY / context).is_file()
+
+
+def describe_plan(crds_path: Path, references: list[Reference]) -> str:
+    """One line: how many reference files, how large, and what is still to fetch."""
+    missing = [ref for ref in references if not reference_path(crds_path, ref.instrument, ref.name).is_file()]
+    size = sum(ref.size for ref in missing)
+    return (
+        f"crds: {len(references)} reference files in {crds_path}; {len(missing)} to fetch"
+        f" ({size / 1e6:.1f} MB)"
+    )
+
+
 def plan_key(context: str, modes: list[dict[str, str]], types: Iterable[str]) -> str:
     """Names the plan of these choices: another context, mode or type is another plan."""
     text = json.dumps({"context": context, "modes": modes, "types": sorted(types)}, sort_keys=True)
@@ -323,10 +343,13 @@ def make_plan(crds_path: Path, server_url: str, context: str, modes: list[dict[s
     fill_mappings(crds_path, server_url, context, policy, log)
     answers = best_references(crds_path, context, modes, types)
     missing = [f"{describe(mode)}: {kind}: {name}" for mode, found in zip(modes, answers, strict=True)
-               for kind, name in found.items() if not name.endswith(".fits")]  # fmt: skip
+               for kind, name in found.items() if name.upper().startswith(("NOT FOUND", "N/A"))]  # fmt: skip
     if missing:
-        raise UsageError(f"CRDS context {context} has no reference for {len(missing)} mode and type pairs:\n  "
-                         + "\n  ".join(missing[:10]) + "\nremove those modes or types, or pick another context")  # fmt: skip
+        listed = "\n  ".join(missing[:10])
+        raise UsageError(
+            f"CRDS context {context} has no reference for {len(missing)} mode and type pairs:\n  {listed}\n"
+            "remove those modes or types from crds_modes and crds_types, or pick another context"
+        )
     instruments = {}
     for mode, found in zip(modes, answers, strict=True):
         for name in found.values():

@@ -94,7 +94,8 @@ def write_context(root: Path, context: str = "jwst_0001.pmap", reference_size: i
                       ("META.INSTRUMENT.DETECTOR",), ("META.OBSERVATION.DATE", "META.OBSERVATION.TIME"))  # fmt: skip
             rules = []
             for number, mode in enumerate(modes, start=1):
-                reference = f"jwst_{instrument}_{kind}_{int(serial) * 100 + number:04d}.fits"
+                extension = "asdf" if kind == "distortion" else "fits"  # as CRDS names them
+                reference = f"jwst_{instrument}_{kind}_{int(serial) * 100 + number:04d}.{extension}"
                 made[reference] = instrument
                 (references / reference).write_bytes(_reference_bytes(reference, reference_size))
                 key = (mode.detector, mode.filter) if by_filter else (mode.detector,)
