@@ -4,76 +4,9 @@
 # cache and crds has been asked; that plan is made (once, then read back)
 # when a crds target is asked for, before any reference is downloaded, so a
 # bad context or mode ends the run with a short message.
-from mirage_reffiles import crds_cache
-from mirage_reffiles.adapters.envfile import crds_path_of
-from mirage_reffiles.errors import FetchError
-
-CRDS_PATH = crds_path_of(config["crds_path"])
-CRDS_MODES = str(config["crds_modes"] or WORKFLOW_DIR / "config/crds_modes.csv")
-CRDS_INSTRUMENTS = [name.lower() for name in crds_cache.INSTRUMENTS]
-CRDS_PLANS = {}
 
 
-def get_crds_plan():
-    """``(reference_url, references)`` of the crds targets; made on the first call."""
-    if not CRDS_PLANS:
-        try:
-            if not config["crds_context"]:
-                raise UsageError(
-                    "the crds target needs a pinned context: set crds_context (e.g. --config"
-                    " crds_context=jwst_1322.pmap; https://jwst-crds.stsci.edu lists them)"
-                )
-            modes = crds_cache.read_modes(CRDS_MODES)
-            args = (CRDS_PATH, config["crds_context"], modes, config["crds_types"])
-            plan = crds_cache.read_plan(crds_cache.plan_path(*args))
-            if plan is None and workflow.dryrun:
-                print(
-                    f"crds: would fetch the mappings of {config['crds_context']} into {CRDS_PATH}"
-                    f" and choose the references of {len(modes)} modes (not known before a real run)",
-                    flush=True,
-                )
-                return "", []
-            if plan is None:
-                plan = crds_cache.make_plan(
-                    CRDS_PATH,
-                    config["crds_server_url"],
-                    config["crds_context"],
-                    modes,
-                    config["crds_types"],
-                    policy=get_retry_policy(),
-                )
-        except (UsageError, ServerUnreachable, FetchError, OSError) as error:
-            raise session.refuse(error)
-        CRDS_PLANS["plan"] = plan
-        print(crds_cache.describe_plan(CRDS_PATH, plan[1]), flush=True)
-    return CRDS_PLANS["plan"]
-
-
-def get_crds_references(instrument=None):
-    """The input function of the crds target (of one instrument's references, with ``instrument``)."""
-
-    def get_crds_targets(wildcards):
-        return [
-            str(crds_cache.reference_path(CRDS_PATH, ref.instrument, ref.name))
-            for ref in get_crds_plan()[1]
-            if instrument in (None, ref.instrument)
-        ]
-
-    return get_crds_targets
-
-
-def get_crds_request(wildcards):
-    reference_url, references = get_crds_plan()
-    ref = next(ref for ref in references if ref.name == wildcards.reference)
-    return {
-        "crds_path": CRDS_PATH,
-        "reference_url": reference_url,
-        "name": ref.name,
-        "instrument": ref.instrument,
-        "size": ref.size,
-        "sha1sum": ref.sha1sum,
-        "policy": get_retry_policy(),
-    }
+include: "crds_common.smk"
 
 
 rule crds:
@@ -93,7 +26,9 @@ for crds_instrument in CRDS_INSTRUMENTS:
 rule fetch_crds_reference:
     output:
         # update(): Snakemake must not delete a file another run just finished.
-        reference=update(f"{CRDS_PATH}/references/jwst/{{crds_instrument}}/{{reference}}"),
+        reference=update(
+            f"{CRDS_PATH}/references/jwst/{{crds_instrument}}/{{reference}}"
+        ),
     log:
         f"{CRDS_PATH}/{crds_cache.STATE_DIR}/logs/{{crds_instrument}}/{{reference}}.log",
     wildcard_constraints:

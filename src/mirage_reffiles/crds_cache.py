@@ -302,10 +302,7 @@ def describe_plan(crds_path: Path, references: list[Reference]) -> str:
     """One line: how many reference files, how large, and what is still to fetch."""
     missing = [ref for ref in references if not reference_path(crds_path, ref.instrument, ref.name).is_file()]
     size = sum(ref.size for ref in missing)
-    return (
-        f"crds: {len(references)} reference files in {crds_path}; {len(missing)} to fetch"
-        f" ({size / 1e6:.1f} MB)"
-    )
+    return f"crds: {len(references)} reference files in {crds_path}; {len(missing)} to fetch ({size / 1e6:.1f} MB)"
 
 
 def plan_key(context: str, modes: list[dict[str, str]], types: Iterable[str]) -> str:
