@@ -1,10 +1,14 @@
 # Settings and input functions of the crds targets (rules/crds.smk).
+import glob
+
 from mirage_reffiles import crds_cache
 from mirage_reffiles.adapters.envfile import crds_path_of
 from mirage_reffiles.errors import FetchError
 
 CRDS_PATH = crds_path_of(config["crds_path"])
-CRDS_MODES = str(config["crds_modes"] or WORKFLOW_DIR / "config/crds_modes.csv")
+CRDS_MODES = config["crds_modes"] or (
+    "" if config["crds_yaml_glob"] else str(WORKFLOW_DIR / "config/crds_modes.csv")
+)
 CRDS_INSTRUMENTS = [name.lower() for name in crds_cache.INSTRUMENTS]
 CRDS_PLANS = {}
 
@@ -18,7 +22,12 @@ def get_crds_plan():
                     "the crds target needs a pinned context: set crds_context (e.g. --config"
                     " crds_context=jwst_1322.pmap; https://jwst-crds.stsci.edu lists them)"
                 )
-            modes = crds_cache.read_modes(CRDS_MODES)
+            yaml_files = glob.glob(os.path.expanduser(config["crds_yaml_glob"] or ""))
+            if config["crds_yaml_glob"] and not yaml_files:
+                raise UsageError(
+                    f"crds_yaml_glob {config['crds_yaml_glob']!r} matches no file"
+                )
+            modes = crds_cache.gather_modes(CRDS_MODES, yaml_files)
             args = (CRDS_PATH, config["crds_context"], modes, config["crds_types"])
             plan = crds_cache.read_plan(crds_cache.plan_path(*args))
             if plan is None and workflow.dryrun:

@@ -4,6 +4,7 @@ internet."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import itertools
@@ -32,7 +33,7 @@ MODES_CSV = """\
 # the synthetic context's three modes
 INSTRUME,DETECTOR,FILTER,PUPIL,READPATT,EXP_TYPE,SUBARRAY,CHANNEL
 NIRCAM,NRCA1,F070W,CLEAR,RAPID,NRC_IMAGE,FULL,SHORT
-NIRCAM,NRCA5,F444W,CLEAR,RAPID,NRC_IMAGE,FULL,LONG
+NIRCAM,NRCALONG,F444W,CLEAR,RAPID,NRC_IMAGE,FULL,LONG
 NIRISS,NIS,CLEAR,F150W,NISRAPID,NIS_IMAGE,FULL,
 """
 #: Bytes of each synthetic reference file, and bytes per second per connection: each takes ~0.25 s.
@@ -204,8 +205,16 @@ def crds_path_of(run: CrdsRun, crds_root, name: str) -> Path:
 def test_a_killed_run_resumes(run, crds_server, crds_root):
     partials = run.crds_path / crds_cache.STATE_DIR / "partial"
 
+    def kept_sizes():
+        """{name: bytes kept} of the partial downloads (one may take its final name while this looks)."""
+        sizes = {}
+        for path in partials.glob("*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                sizes[path.name.removesuffix(".part")] = path.stat().st_size
+        return sizes
+
     def some_bytes_kept():
-        return any(path.stat().st_size > 20_000 for path in partials.glob("*.part")) if partials.is_dir() else False
+        return any(size > 20_000 for size in kept_sizes().values())
 
     process = subprocess.Popen(run.command("crds"), cwd=run.workdir, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -216,7 +225,7 @@ def test_a_killed_run_resumes(run, crds_server, crds_root):
         time.sleep(0.005)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    kept = {path.name.removesuffix(".part"): path.stat().st_size for path in partials.glob("*.part")}
+    kept = kept_sizes()
     for name in crds_root[1]:  # under a final name, only complete, checked files
         final = crds_path_of(run, crds_root, name)
         assert not final.exists() or sha1(final) == sha1(server_reference(crds_root, name))
@@ -291,3 +300,50 @@ def test_the_env_file_says_what_each_variable_does(tmp_path):
         at = next(number for number, line in enumerate(lines) if line.startswith(f"export {name}="))
         assert lines[at - 1].startswith("# "), name
     assert "Online, use" in text
+
+
+MIRAGE_YAML = """\
+Inst:
+  instrument: {instrument}
+  mode: {mode}
+Readout:
+  readpatt: {readpatt}
+  array_name: {array_name}
+  filter: {filter}
+  pupil: {pupil}
+"""
+
+
+def write_yaml(folder: Path, name: str, **values) -> Path:
+    path = folder / name
+    path.write_text(MIRAGE_YAML.format(**values))
+    return path
+
+
+def test_modes_come_from_mirage_yaml_files_as_mirage_reads_them(tmp_path):
+    long = write_yaml(tmp_path, "a.yaml", instrument="NIRCam", mode="wfss", readpatt="rapid",
+                      array_name="NRCA5_FULL", filter="F444W", pupil="GRISMR")  # fmt: skip
+    guider = write_yaml(tmp_path, "b.yaml", instrument="FGS", mode="imaging", readpatt="FGSRAPID",
+                        array_name="FGS1_FULL", filter="N/A", pupil="N/A")  # fmt: skip
+    assert crds_cache.mode_from_yaml(long) == {
+        "INSTRUME": "NIRCAM", "DETECTOR": "NRCALONG", "FILTER": "F444W", "PUPIL": "GRISMR", "READPATT": "RAPID",
+        "CHANNEL": "LONG", "EXP_TYPE": "NRC_IMAGE", "SUBARRAY": "FULL",
+    }  # fmt: skip
+    assert crds_cache.mode_from_yaml(guider)["DETECTOR"] == "GUIDER1"
+    assert len(crds_cache.gather_modes(None, [long, guider, long])) == 2
+    (tmp_path / "c.yaml").write_text("Inst: {instrument: NIRCam}\n")
+    with pytest.raises(UsageError, match=r"c\.yaml is not a Mirage input yaml file"):
+        crds_cache.mode_from_yaml(tmp_path / "c.yaml")
+
+
+def test_the_crds_target_covers_the_modes_of_mirage_yaml_files(run, crds_server, crds_root):
+    sims = run.workdir / "sims"
+    sims.mkdir()
+    write_yaml(sims, "one.yaml", instrument="NIRCam", mode="imaging", readpatt="RAPID", array_name="NRCA1_FULL",
+               filter="F070W", pupil="CLEAR")  # fmt: skip
+    write_yaml(sims, "two.yaml", instrument="NIRCam", mode="imaging", readpatt="RAPID", array_name="NRCA5_FULL",
+               filter="F444W", pupil="CLEAR")  # fmt: skip
+    del run.settings["crds_modes"]
+    run("crds", config={"crds_yaml_glob": f"{sims}/*.yaml"})
+    fetched = {Path(r.path).name for r in reference_gets(crds_server)}
+    assert fetched == {name for name, instrument in crds_root[1].items() if instrument == "nircam"}

@@ -89,6 +89,50 @@ def read_modes(path: str | Path) -> list[dict[str, str]]:
     return modes
 
 
+#: Each instrument's imaging EXP_TYPE: Mirage asks CRDS with it whatever the mode (its constants.EXPTYPES).
+IMAGING_EXP_TYPES = {"NIRCAM": "NRC_IMAGE", "NIRISS": "NIS_IMAGE", "FGS": "FGS_IMAGE"}
+
+
+def mode_from_yaml(path: str | Path) -> dict[str, str]:
+    """The observing mode Mirage asks CRDS about for one of its input yaml files.
+
+    As Mirage's ``crds_tools.dict_from_yaml``: the instrument, readout pattern,
+    filter and pupil as written; the detector from the array name (``NRCA5_FULL``
+    is ``NRCALONG``, ``FGS1_FULL`` is ``GUIDER1``); a full-frame SUBARRAY; the
+    instrument's imaging EXP_TYPE; for NIRCam the channel its detector belongs to.
+    """
+    import yaml
+
+    try:
+        with open(path) as handle:
+            settings = yaml.safe_load(handle)
+        instrument = str(settings["Inst"]["instrument"]).upper()
+        readout = settings["Readout"]
+        detector = str(readout["array_name"]).split("_")[0].upper().replace("5", "LONG")
+        mode = {"INSTRUME": instrument, "DETECTOR": detector, "FILTER": str(readout["filter"]).upper(),
+                "PUPIL": str(readout["pupil"]).upper(), "READPATT": str(readout["readpatt"]).upper()}  # fmt: skip
+    except OSError as error:
+        raise UsageError(f"cannot read the Mirage yaml file {path}: {error.strerror}") from None
+    except (yaml.YAMLError, KeyError, TypeError) as error:
+        raise UsageError(f"{path} is not a Mirage input yaml file (no {error})") from None
+    if instrument not in INSTRUMENTS:
+        raise UsageError(f"{path}: unknown instrument {instrument!r}; Mirage simulates {', '.join(INSTRUMENTS)}")
+    if instrument == "FGS":
+        mode["DETECTOR"] = f"GUIDER{detector[-1]}"
+    if instrument == "NIRCAM":
+        mode["CHANNEL"] = "LONG" if detector.endswith("LONG") else "SHORT"
+    return {**mode, "EXP_TYPE": IMAGING_EXP_TYPES[instrument], "SUBARRAY": "FULL"}
+
+
+def gather_modes(modes_file: str | Path | None, yaml_files: Iterable[str | Path]) -> list[dict[str, str]]:
+    """The distinct modes of a modes file and of Mirage yaml files, in order."""
+    modes = (read_modes(modes_file) if modes_file else []) + [mode_from_yaml(path) for path in sorted(yaml_files)]
+    distinct = {json.dumps(mode, sort_keys=True): mode for mode in modes}
+    if not distinct:
+        raise UsageError("no observing mode for the crds target: set crds_modes or crds_yaml_glob")
+    return list(distinct.values())
+
+
 def describe(mode: dict[str, str]) -> str:
     return " ".join(mode[key] for key in ("INSTRUME", "DETECTOR", "FILTER", "PUPIL", "EXP_TYPE"))
 

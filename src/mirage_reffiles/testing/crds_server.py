@@ -42,7 +42,7 @@ class Mode:
 #: The modes the synthetic context covers (a NIRCam SW and LW detector, NIRISS).
 MODES = (
     Mode("nircam", "NRCA1", "F070W"),
-    Mode("nircam", "NRCA5", "F444W"),
+    Mode("nircam", "NRCALONG", "F444W"),
     Mode("niriss", "NIS", "CLEAR"),
 )
 
