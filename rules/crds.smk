@@ -40,3 +40,13 @@ rule fetch_crds_reference:
         request=get_crds_request,
     run:
         crds_cache.fetch_reference_logged(log[0], **params.request)
+
+
+# Files and bytes present and missing, per instrument (no server is asked).
+rule crds_status:
+    log:
+        ".snakemake/reffiles/logs/crds_status.log",
+    params:
+        text=get_crds_status,
+    run:
+        crds_cache.show(params.text, log[0])

@@ -13,6 +13,29 @@ CRDS_INSTRUMENTS = [name.lower() for name in crds_cache.INSTRUMENTS]
 CRDS_PLANS = {}
 
 
+def get_crds_modes():
+    """The observing modes of crds_modes and crds_yaml_glob."""
+    yaml_files = glob.glob(os.path.expanduser(config["crds_yaml_glob"] or ""))
+    if config["crds_yaml_glob"] and not yaml_files:
+        raise UsageError(f"crds_yaml_glob {config['crds_yaml_glob']!r} matches no file")
+    return crds_cache.gather_modes(CRDS_MODES, yaml_files)
+
+
+def get_crds_status(wildcards):
+    """The crds_status report: from the plan of these settings, with no server; or how to make one."""
+    try:
+        modes = get_crds_modes()
+    except UsageError as error:
+        raise session.refuse(error)
+    plan_file = crds_cache.plan_path(
+        CRDS_PATH, config["crds_context"], modes, config["crds_types"]
+    )
+    plan = crds_cache.read_plan(plan_file)
+    if plan is None:
+        return f"CRDS references in {CRDS_PATH}: none chosen yet for these settings (run `snakemake crds`)"
+    return crds_cache.status_table(CRDS_PATH, plan[1])
+
+
 def get_crds_plan():
     """``(reference_url, references)`` of the crds targets; made on the first call."""
     if not CRDS_PLANS:
@@ -22,12 +45,7 @@ def get_crds_plan():
                     "the crds target needs a pinned context: set crds_context (e.g. --config"
                     " crds_context=jwst_1322.pmap; https://jwst-crds.stsci.edu lists them)"
                 )
-            yaml_files = glob.glob(os.path.expanduser(config["crds_yaml_glob"] or ""))
-            if config["crds_yaml_glob"] and not yaml_files:
-                raise UsageError(
-                    f"crds_yaml_glob {config['crds_yaml_glob']!r} matches no file"
-                )
-            modes = crds_cache.gather_modes(CRDS_MODES, yaml_files)
+            modes = get_crds_modes()
             args = (CRDS_PATH, config["crds_context"], modes, config["crds_types"])
             plan = crds_cache.read_plan(crds_cache.plan_path(*args))
             if plan is None and workflow.dryrun:
@@ -49,7 +67,8 @@ def get_crds_plan():
         except (UsageError, ServerUnreachable, FetchError, OSError) as error:
             raise session.refuse(error)
         CRDS_PLANS["plan"] = plan
-        print(crds_cache.describe_plan(CRDS_PATH, plan[1]), flush=True)
+        text = crds_cache.describe_plan(CRDS_PATH, plan[1], per_file=workflow.dryrun)
+        print(text, flush=True)
     return CRDS_PLANS["plan"]
 
 

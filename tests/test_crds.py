@@ -10,6 +10,7 @@ import importlib.util
 import itertools
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -347,3 +348,20 @@ def test_the_crds_target_covers_the_modes_of_mirage_yaml_files(run, crds_server,
     run("crds", config={"crds_yaml_glob": f"{sims}/*.yaml"})
     fetched = {Path(r.path).name for r in reference_gets(crds_server)}
     assert fetched == {name for name, instrument in crds_root[1].items() if instrument == "nircam"}
+
+
+def test_dry_run_and_status_cover_the_references(run, crds_server, crds_root):
+    before = run("crds", "--dry-run")
+    assert "not known before a real run" in before.stdout
+    assert not (run.crds_path / "mappings").exists()  # a dry run writes nothing
+    assert "none chosen yet" in run("crds_status").stdout
+    run("crds_niriss")
+    crds_server.requests.clear()
+    preview = run("crds", "--dry-run").stdout
+    nircam = sorted(name for name, instrument in crds_root[1].items() if instrument == "nircam")
+    assert f"{len(nircam)} to fetch" in preview
+    assert all(f"nircam/{name}" in preview for name in nircam)
+    status = run("crds_status").stdout
+    assert re.search(rf"nircam\s+0\s+0\.00\s+{len(nircam)}\s", status), status
+    assert re.search(rf"niriss\s+{len(crds_root[1]) - len(nircam)}\s", status), status
+    assert crds_server.requests == []  # neither asks the server

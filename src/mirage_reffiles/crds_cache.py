@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TextIO
 
 from mirage_reffiles.adapters.envfile import SERVERLESS_URL
-from mirage_reffiles.disk import exclusive, write_atomically
+from mirage_reffiles.disk import exclusive, require_free_space, write_atomically
 from mirage_reffiles.errors import FetchError, ServerUnreachable, UsageError, VerifyError
 from mirage_reffiles.transfer.http import Expected, RetryPolicy, download
 from mirage_reffiles.transfer.partial import remove_partial
@@ -196,7 +196,11 @@ def fetch_checked(url: str, final: Path, size: int, sha1sum: str, crds_path: Pat
             return final
         partial = state / "partial" / f"{final.name}.part"
         sink = Sha1Sink()
-        download(url, partial, sink, expected=Expected(size=size), policy=policy, log=log)
+
+        def reserve(remaining: int) -> None:
+            require_free_space(partial, remaining, final.name)
+
+        download(url, partial, sink, expected=Expected(size=size), policy=policy, reserve=reserve, log=log)
         if sink.sha1.hexdigest() != sha1sum.lower():
             remove_partial(partial)
             raise VerifyError(f"{url}: sha1 check failed: got {sink.sha1.hexdigest()}, the CRDS server says "
@@ -342,11 +346,41 @@ def is_filled(crds_path: Path, context: str) -> bool:
     return config.is_file() and (Path(crds_path) / "mappings" / OBSERVATORY / context).is_file()
 
 
-def describe_plan(crds_path: Path, references: list[Reference]) -> str:
-    """One line: how many reference files, how large, and what is still to fetch."""
+def describe_plan(crds_path: Path, references: list[Reference], per_file: bool = False) -> str:
+    """How many reference files, how large, what is still to fetch (with ``per_file``, each of those).
+
+    >>> print(describe_plan(Path("/nowhere"), [Reference("jwst_fgs_gain_0001.fits", "fgs", 2_000_000, "0")], True))
+    crds: 1 reference files in /nowhere; 1 to fetch (2.0 MB)
+      fgs/jwst_fgs_gain_0001.fits  2.0 MB
+    """
     missing = [ref for ref in references if not reference_path(crds_path, ref.instrument, ref.name).is_file()]
     size = sum(ref.size for ref in missing)
-    return f"crds: {len(references)} reference files in {crds_path}; {len(missing)} to fetch ({size / 1e6:.1f} MB)"
+    lines = [f"crds: {len(references)} reference files in {crds_path}; {len(missing)} to fetch ({size / 1e6:.1f} MB)"]
+    if per_file:
+        lines += [f"  {ref.instrument}/{ref.name}  {ref.size / 1e6:.1f} MB" for ref in missing]
+    return "\n".join(lines)
+
+
+def status_table(crds_path: Path, references: list[Reference]) -> str:
+    """Files and bytes present and missing per instrument, as the ``status`` report shows MIRAGE_DATA's."""
+    rows = {}
+    for ref in references:
+        row = rows.setdefault(ref.instrument, [0, 0, 0, 0])
+        present = reference_path(crds_path, ref.instrument, ref.name).is_file()
+        row[0 if present else 2] += 1
+        row[1 if present else 3] += ref.size
+    header = f"{'instrument':<10} {'present':>8} {'GB_present':>11} {'missing':>8} {'GB_missing':>11}"
+    lines = [
+        f"{name:<10} {a:>8} {b / 1e9:>11.2f} {c:>8} {d / 1e9:>11.2f}" for name, (a, b, c, d) in sorted(rows.items())
+    ]
+    return "\n".join([f"CRDS references in {crds_path}:", header, *lines])
+
+
+def show(text: str, log: str | Path) -> None:
+    """Print a report and keep it in ``log``."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    Path(log).write_text(text + "\n")
+    print(text, flush=True)
 
 
 def plan_key(context: str, modes: list[dict[str, str]], types: Iterable[str]) -> str:
