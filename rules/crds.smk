@@ -23,6 +23,13 @@ for crds_instrument in CRDS_INSTRUMENTS:
             get_crds_references(crds_instrument),
 
 
+# Compute nodes without internet: the host running Snakemake downloads them.
+if config["downloads_on_submit_host"]:
+
+    localrules:
+        fetch_crds_reference,
+
+
 rule fetch_crds_reference:
     output:
         # update(): Snakemake must not delete a file another run just finished.
