@@ -365,3 +365,19 @@ def test_dry_run_and_status_cover_the_references(run, crds_server, crds_root):
     assert re.search(rf"nircam\s+0\s+0\.00\s+{len(nircam)}\s", status), status
     assert re.search(rf"niriss\s+{len(crds_root[1]) - len(nircam)}\s", status), status
     assert crds_server.requests == []  # neither asks the server
+
+
+def test_the_stand_in_server_answers_the_real_crds_client(workdir, crds_server, crds_root):
+    """The real client, online, fills its own cache from the stand-in: it answers what crds asks."""
+    cache = workdir / "online_cache"
+    environment = {"PATH": os.environ["PATH"], "HOME": str(workdir), "CRDS_PATH": str(cache),
+                   "CRDS_SERVER_URL": crds_server.url.rstrip("/")}  # fmt: skip
+    question = json.dumps({"modes": crds_cache.read_modes(CrdsRun(workdir, "").modes), "types": ["gain", "flat"]})
+    done = subprocess.run([sys.executable, "-c", OFFLINE_LOOKUP], input=question, env=environment, cwd=workdir,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for found in json.loads(done.stdout.strip().splitlines()[-1]):
+        for path in map(Path, found.values()):
+            assert sha1(path) == sha1(server_reference(crds_root, path.name))
+    methods = {r.path.split("/")[1] for r in crds_server.rpc_posts()}
+    assert {"get_server_info", "get_mapping_names"} <= methods

@@ -1,6 +1,6 @@
 """A stand-in CRDS server on 127.0.0.1: a synthetic JWST context and its reference files.
 
-It answers the JSON-RPC calls the ``crds`` client and this build make
+It answers the JSON-RPC calls the real ``crds`` client (filling its own cache) and this build make
 (``POST /json/<method>/<id>/``) and serves mappings and references under
 ``unchecked_get/{mappings,references}/jwst/`` as the real server does, with
 Range requests, a request log and faults (it is a :class:`.MirrorServer`).
@@ -156,6 +156,10 @@ class CrdsServer(MirrorServer):
     def rpc_posts(self) -> list[Request]:
         return [r for r in self.requests if r.method == "POST"]
 
+    def all_files(self) -> list[str]:
+        """Every mapping and reference the server has."""
+        return sorted(path.name for folder in (MAPPING_DIR, REFERENCE_DIR) for path in (self.root / folder).iterdir())
+
     def file_info(self, name: str) -> dict | None:
         folder = MAPPING_DIR if name.endswith("map") else REFERENCE_DIR
         path = self.root / folder / name
@@ -177,6 +181,9 @@ class CrdsServer(MirrorServer):
                 "checked_context": self.context,
                 "force_remote_mode": False,
                 "last_synced": "2026-11-25 00:00:00",
+                "bad_files": "",
+                "bad_files_list": [],
+                "download_metadata": {name: self.file_info(name) for name in self.all_files()},
             }
         if method in ("get_build_context", "get_default_context"):
             return self.context
@@ -186,7 +193,7 @@ class CrdsServer(MirrorServer):
                 raise LookupError(f"Unknown context {context!r}")
             return _mapping_names(self.root, context)
         if method == "get_file_info_map":
-            names = params[1]
+            names = params[1] if len(params) > 1 and params[1] is not None else self.all_files()
             fields = params[2] if len(params) > 2 and params[2] else ["size", "sha1sum"]
             infos = {name: self.file_info(name) for name in names}
             return {
