@@ -9,6 +9,10 @@ CRDS_PATH = crds_path_of(config["crds_path"])
 CRDS_MODES = config["crds_modes"] or (
     "" if config["crds_yaml_glob"] else str(WORKFLOW_DIR / "config/crds_modes.csv")
 )
+# Where the cache is filled from: as base_url, a variable can point elsewhere (a local stand-in).
+CRDS_SOURCE_URL = (
+    os.environ.get("MIRAGE_REFFILES_CRDS_URL") or config["crds_server_url"]
+)
 CRDS_INSTRUMENTS = [name.lower() for name in crds_cache.INSTRUMENTS]
 CRDS_PLANS = {}
 
@@ -58,7 +62,7 @@ def get_crds_plan():
             if plan is None:
                 plan = crds_cache.make_plan(
                     CRDS_PATH,
-                    config["crds_server_url"],
+                    CRDS_SOURCE_URL,
                     config["crds_context"],
                     modes,
                     config["crds_types"],

@@ -39,11 +39,12 @@ class Mode:
     filter: str
 
 
-#: The modes the synthetic context covers (a NIRCam SW and LW detector, NIRISS).
+#: The modes the synthetic context covers: those of config/crds_modes.csv.
 MODES = (
-    Mode("nircam", "NRCA1", "F070W"),
+    Mode("nircam", "NRCA1", "F150W"),
     Mode("nircam", "NRCALONG", "F444W"),
     Mode("niriss", "NIS", "CLEAR"),
+    Mode("fgs", "GUIDER1", "N/A"),
 )
 
 
@@ -89,7 +90,7 @@ def write_context(root: Path, context: str = "jwst_0001.pmap", reference_size: i
         for kind in MIRAGE_TYPES:
             rmap = f"jwst_{instrument}_{kind}_{serial}.rmap"
             rmaps[kind] = rmap
-            by_filter = kind in FILTER_TYPES
+            by_filter = kind in FILTER_TYPES and instrument != "fgs"  # FGS has no filter
             parkey = (("META.INSTRUMENT.DETECTOR", "META.INSTRUMENT.FILTER") if by_filter else
                       ("META.INSTRUMENT.DETECTOR",), ("META.OBSERVATION.DATE", "META.OBSERVATION.TIME"))  # fmt: skip
             rules = []
@@ -233,3 +234,33 @@ def serve_crds(root: Path, context: str = "jwst_0001.pmap", **options) -> Iterat
     finally:
         server.shutdown()
         server.server_close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(
+        prog="python -m mirage_reffiles.testing.crds_server",
+        description="Write a synthetic CRDS context into FOLDER (unless it holds one) and serve it on 127.0.0.1 as "
+        "a stand-in CRDS server: point crds_server_url (or $MIRAGE_REFFILES_CRDS_URL) at the address it prints.",
+    )
+    parser.add_argument("folder", type=Path, help="where the synthetic context is written and served from")
+    parser.add_argument("--context", default="jwst_0001.pmap", help="the context's name (default jwst_0001.pmap)")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
+    args = parser.parse_args(argv)
+    if not (args.folder / MAPPING_DIR / args.context).is_file():
+        write_context(args.folder, args.context)
+    server = CrdsServer(args.folder, context=args.context, port=args.port)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
+    print(f"Serving CRDS context {args.context} at {server.url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
