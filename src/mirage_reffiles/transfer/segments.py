@@ -185,18 +185,29 @@ class Segments:
             if self.total is None:
                 return size
             while done + size > self.stream_end and self.stream_end < self.total:
-                if (segment := self._by_start.get(self.stream_end)) is not None:
-                    if segment.helper or segment.fetched:
-                        return self.stream_end - done
-                    del self._by_start[segment.start]  # left empty (its helper gave up): read on instead
-                    segment.path.unlink(missing_ok=True)
+                if not self._absorb(self.stream_end):
+                    return self.stream_end - done
                 later = [start for start in self._by_start if start > self.stream_end]
                 self.stream_end = min([self.stream_end + SEGMENT_SIZE, self.total, *later])
             return size
 
+    def _absorb(self, start: int) -> bool:
+        """Whether the own connection may read on at ``start`` (under the lock): no segment begins
+        there, or one that a helper left empty (it gave up), which is dropped."""
+        segment = self._by_start.get(start)
+        if segment is None:
+            return True
+        if segment.helper or segment.fetched:
+            return False
+        del self._by_start[start]
+        segment.path.unlink(missing_ok=True)
+        return True
+
     def hands_over(self, done: int) -> bool:
         """Whether a segment holds the byte at ``done``: the own connection stops there."""
         with self._cond:
+            if done == self.stream_end and self._absorb(done):
+                return False
             return any(s.start <= done < s.end for s in self._by_start.values())
 
     def catch_up(self, done: int, take: Callable[[bytes], None]) -> int:
