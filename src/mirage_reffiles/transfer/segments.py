@@ -224,6 +224,7 @@ class Segments:
             with open(segment.path, "rb") as handle:
                 handle.seek(done - segment.start)
                 while done < segment.end:
+                    self.spawn()  # the window moved on: room for more segments
                     with self._cond:
                         self.position = done
                         available = segment.start + segment.fetched - done
