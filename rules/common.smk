@@ -197,14 +197,19 @@ def get_fetch_request(wildcards, input):
         instrument=row.instrument,
         reserved=frozenset(DARKS.destination),
         mirrors=() if unpack_only else tuple(url + row.path for url in BASE_URLS[1:]),
-        connections=get_connection_cap(),
+        connections=get_connection_cap(download_only),
     )
 
 
-def get_connection_cap():
+def get_connection_cap(download_only):
     """The `downloads` resource (profiles/default, --resources downloads=N): also the
     most connections this process opens at once (see mirage_reffiles.transfer.segments).
+
+    Only jobs running as threads of this Snakemake process share that count;
+    a cluster job, a process of its own, fetches on one connection (None).
     """
+    if not workflow.is_main_process or not (workflow.local_exec or download_only):
+        return None
     resources = workflow.global_resources
     cap = getattr(resources.get("downloads"), "value", resources.get("downloads"))
     return int(cap) if cap else None
