@@ -18,6 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -373,7 +374,7 @@ def _receive(url, store, policy, progress, reserve, sleep, log, segments=None, f
                 done = segments.catch_up(done, take)
                 if done == total:
                     return done, total, digest
-            with BUDGET.connection():
+            with nullcontext() if is_local(url) else BUDGET.connection():  # a local file takes no connection
                 response, start, total = open_from(url, done, policy)
                 if response is None:
                     return done, total, digest
