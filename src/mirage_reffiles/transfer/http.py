@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 from mirage_reffiles import interrupt
-from mirage_reffiles.errors import FetchError, Interrupted, VerifyError
+from mirage_reffiles.errors import FetchError, Interrupted, Refused, TransientError, VerifyError
 from mirage_reffiles.transfer.partial import NoStore, PartialStore, remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.transfer.segments import BUDGET, Segments
@@ -38,18 +38,6 @@ TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 PAGE_TYPES = frozenset({"text/html", "text/plain"})
 #: The longest one read on the socket may block, in seconds.
 TICK = 0.5
-
-
-class TransientError(FetchError):
-    """A failure worth retrying (dropped connection, timeout, 5xx, 429)."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Refused(TransientError):
-    """The server refused the connection: worth retrying when it is the only source, not when another may serve."""
 
 
 class Sink(Protocol):
