@@ -3,6 +3,7 @@ parallel curl | pigz, on the same files, at a capped speed per connection.
 
     python bench/run.py                         # what docs/benchmarks.md records
     python bench/run.py --files 8 --size-mb 100 --rate-mb 20 --latency 0.02 --out docs/benchmarks.md
+    python bench/run.py --segments --size-mb 1000 --rate-mb 20 --out docs/segments.md   # needs aria2c, pigz
 
 It also times the whole table of small files, a no-op run, dry runs of
 growing synthetic tables, and the memory and disk writes of one big download.
@@ -24,6 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+import pandas as pd  # noqa: E402
+
+from mirage_reffiles.layout import TARBALL_FOLDERS, TARBALL_ROOT, tarball_member_destination  # noqa: E402
 from mirage_reffiles.table import load_table  # noqa: E402
 from mirage_reffiles.testing.mirror import build_mirror, synthetic_bytes  # noqa: E402
 from mirage_reffiles.testing.server import serve  # noqa: E402
@@ -133,6 +137,120 @@ def side_by_side(root: Path, files: int, size: int, rate: float, latency: float)
                     raise SystemExit(f"{name}: wrong bytes in {row.destination}")
             results.append({"name": name, "compressed": compressed, **measured})
     return results
+
+
+def check_outputs(name: str, mirage_data: Path, expected: dict[str, str]) -> None:
+    """Stop the benchmark unless every file under ``mirage_data`` named in ``expected`` has its SHA-256."""
+    for destination, sha256 in expected.items():
+        if sha256_file(mirage_data / destination) != sha256:
+            raise SystemExit(f"{name}: wrong bytes in {destination}")
+
+
+def big_dark(mirror: Path, path: str, size: int) -> tuple[str, str]:
+    """One dark of ``size`` unpacked bytes at ``mirror/path``, made once: (SHA-256 of the gzip, of its content)."""
+    served = mirror / path
+    stamp = served.parent / (served.name + ".sha256")
+    if not stamp.exists():
+        content = write_dark(served, "big", size)
+        stamp.write_text(f"{sha256_file(served)} {content}")
+    archive, content = stamp.read_text().split()
+    return archive, content
+
+
+def one_dark(root: Path, size: int, rate: float, latency: float) -> list[dict]:
+    """Case 1: one dark, this build (segments over the cap of 8) vs aria2c -x8 -s8 + pigz -d vs one curl | pigz -d."""
+    table = load_table(TABLE)
+    row = table[(table.instrument == "nircam") & (table.dark_type == "linearized")].iloc[[0]].copy()
+    mirror = root / f"mirror_{size}"
+    archive, content = big_dark(mirror, row.path.iloc[0], size)
+    served = mirror / row.path.iloc[0]
+    row[["size_bytes", "size_exact", "sha256"]] = [str(served.stat().st_size), "true", archive]
+    table_csv = root / "one_dark.csv"
+    row.to_csv(table_csv, index=False)
+    destination = row.destination.iloc[0]
+    results = []
+    with serve(mirror, rate=rate, latency=latency) as server, serve(mirror, latency=latency) as uncapped:
+        url = server.url + row.path.iloc[0]
+        approaches = ("this build (segments, cap 8)", "aria2c -x8 -s8, then pigz -d", "one curl | pigz -d",
+                      "this build, no rate cap (the machine's floor)")  # fmt: skip
+        for name in approaches:
+            work = root / f"one_{len(results)}"
+            subprocess.run(["rm", "-rf", str(work)], check=True)
+            mirage_data = work / "mirage_data"
+            output = mirage_data / destination
+            output.parent.mkdir(parents=True)
+            if name.startswith("this build"):
+                source = uncapped.url if "no rate cap" in name else server.url
+                settings = {"base_url": source, "mirage_data": mirage_data, "reference_table": table_csv,
+                            "instrument": "nircam"}  # fmt: skip
+                command = snakemake("all", work, settings)
+            elif name.startswith("aria2c"):
+                gz = f"{output.name}.gz"
+                command = ["sh", "-c", f"aria2c -q -x8 -s8 --file-allocation=none -d '{output.parent}' -o '{gz}' "
+                           f"'{url}' && pigz -d '{output.parent / gz}'"]  # fmt: skip
+            else:
+                command = ["sh", "-c", f"curl -sS --fail '{url}' | pigz -d > '{output}'"]
+            used = uncapped if "no rate cap" in name else server
+            before = len(used.gets())
+            measured = run_measured(command, work)
+            check_outputs(name, mirage_data, {destination: content})
+            connections = len(used.gets()) - before
+            results.append({"name": name, "compressed": served.stat().st_size, "requests": connections, **measured})
+    return results
+
+
+def build_shape(root: Path, dark_size: int, tarball_sizes: list[int], rate: float, latency: float) -> dict:
+    """Case 2: `nircam_linearized` with single_dark: ten darks (copies of one) and seven tarballs, cap 8."""
+    table = load_table(TABLE)
+    nircam = table[table.instrument == "nircam"]
+    darks = nircam[(nircam.kind == "dark") & (nircam.dark_type == "linearized") & (nircam.single_dark == "true")]
+    tarballs = nircam[nircam.archive == "tar.gz"]
+    rows = pd.concat([darks, tarballs]).copy()
+    mirror = root / f"shape_{dark_size}"
+    archive, content = big_dark(root / f"mirror_{dark_size}", darks.path.iloc[0], dark_size)
+    expected = {}
+    for row, size in zip(tarballs.itertuples(), tarball_sizes, strict=True):
+        served = mirror / row.path
+        folder = TARBALL_FOLDERS[row.kind].format(instrument=row.instrument)
+        member = f"{TARBALL_ROOT}/{folder}/{row.file_id}.fits"
+        if not served.exists():
+            served.parent.mkdir(parents=True, exist_ok=True)
+            staging = root / "tar_staging"
+            subprocess.run(["rm", "-rf", str(staging)], check=True)
+            (staging / member).parent.mkdir(parents=True)
+            with open(staging / member, "wb") as out:
+                for n, start in enumerate(range(0, size, BLOCK)):
+                    out.write(synthetic_bytes(f"{row.file_id}/{n}", min(BLOCK, size - start)))
+            subprocess.run(f"tar -C '{staging}' -cf - {TARBALL_ROOT} | pigz -6 > '{served}'", shell=True, check=True)
+            (served.parent / (served.name + ".sha256")).write_text(sha256_file(staging / member))
+        expected[tarball_member_destination(member)] = (served.parent / (served.name + ".sha256")).read_text()
+    for row in darks.itertuples():
+        served = mirror / row.path
+        if not served.exists():
+            served.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", str(root / f"mirror_{dark_size}" / darks.path.iloc[0]), str(served)], check=True)
+        expected[row.destination] = content
+    for row in rows.itertuples():
+        served = mirror / row.path
+        digest = archive if row.archive == "gz" else sha256_file(served)
+        rows.loc[row.Index, ["size_bytes", "size_exact", "sha256"]] = [str(served.stat().st_size), "true", digest]
+    table_csv = root / "shape.csv"
+    rows.to_csv(table_csv, index=False)
+    compressed = sum(int(s) for s in rows.size_bytes)
+    runs = []
+    with serve(mirror, rate=rate, latency=latency) as server, serve(mirror, latency=latency) as uncapped:
+        for source in (server.url, uncapped.url):  # then without the rate cap: what this machine allows
+            work = root / "shape_run"
+            subprocess.run(["rm", "-rf", str(work)], check=True)
+            work.mkdir()
+            settings = {"base_url": source, "mirage_data": work / "mirage_data", "reference_table": table_csv,
+                        "single_dark": "true", "ignore_free_space": "true"}  # fmt: skip
+            runs.append(run_measured(snakemake("nircam_linearized", work, settings), work))
+            check_outputs("build shape", work / "mirage_data", expected)
+        requests = len(server.gets())
+    measured, floor = runs
+    return {"files": len(rows), "compressed": compressed, "requests": requests, "limit": compressed / (8 * rate),
+            "floor": floor["wall"], **measured}  # fmt: skip
 
 
 def whole_table(root: Path) -> dict:
@@ -271,6 +389,61 @@ def report(args, pair: list[dict], table: dict, dry: list[tuple[int, float]], bi
     return "\n".join(lines) + "\n"
 
 
+def segments_report(args, one: list[dict], shape: dict | None) -> str:
+    ours, aria, single, floor = one
+    wire = ours["compressed"] / (8 * args.rate_mb * 1e6)
+    lines = [
+        "## Segmented downloads",
+        "",
+        f"Measured on {time.strftime('%Y-%m-%d')}, on this project's 2-core machine (shared with other "
+        "engineers' test runs: all rows of a table come from one run, back to back), with:",
+        "",
+        "```bash",
+        "python bench/run.py " + " ".join(sys.argv[1:]),
+        "```",
+        "",
+        f"### One dark of {args.size_mb} MB ({ours['compressed'] / 1e6:.0f} MB gzip) at {args.rate_mb} MB/s per "
+        "connection",
+        "",
+        "| approach | wall (s) | MB/s (compressed) | vs this build | requests | peak RSS (MB) "
+        "| disk writes / fetched bytes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in one:
+        lines.append(
+            f"| {result['name']} | {result['wall']:.1f} | {result['compressed'] / result['wall'] / 1e6:.1f} | "
+            f"{result['wall'] / ours['wall']:.2f}x | {result['requests']} | {result['rss_mb']:.0f} | "
+            f"{result['written'] / result['compressed']:.2f} |"
+        )
+    lines += [
+        "",
+        f"This build is {single['wall'] / ours['wall']:.1f}x faster than one connection (target: 5x) and "
+        f"{aria['wall'] / ours['wall']:.2f}x the speed of aria2c + pigz (target: at least 1x). The wire's limit, "
+        f"8 x {args.rate_mb} MB/s, is {wire:.1f} s; the build's wall "
+        "time includes about 2 s of Snakemake start-up. The last row is this machine's floor: the same build "
+        f"from the same server without its rate cap ({floor['wall']:.1f} s: unpacking, writing and serving on two "
+        f"cores); capped, the build takes {ours['wall'] / max(floor['wall'], wire):.2f}x the larger of that floor "
+        "and the wire's limit.",
+    ]
+    if shape:
+        lines += [
+            "",
+            f"### The shape of `nircam_linearized` with `single_dark`: {shape['files']} files, "
+            f"{shape['compressed'] / 1e9:.2f} GB gzip",
+            "",
+            f"Ten darks of {args.size_mb} MB and seven tarballs of "
+            f"{', '.join(str(n) for n in args.tarball_mb)} MB, at {args.rate_mb} MB/s per connection, cap 8.",
+            "",
+            "| wall (s) | wire's limit (s) | ratio (target <= 1.15) | no rate cap (s) | ratio to the larger "
+            "| requests | peak RSS (MB) | disk writes / fetched bytes |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| {shape['wall']:.1f} | {shape['limit']:.1f} | {shape['wall'] / shape['limit']:.2f} | "
+            f"{shape['floor']:.1f} | {shape['wall'] / max(shape['floor'], shape['limit']):.2f} | "
+            f"{shape['requests']} | {shape['rss_mb']:.0f} | {shape['written'] / shape['compressed']:.2f} |",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=8)
@@ -282,8 +455,32 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "mirage_reffiles_bench")
     parser.add_argument("--out", type=Path, help="also write the report here (e.g. docs/benchmarks.md)")
     parser.add_argument("--only-side-by-side", action="store_true", help="skip the overhead, scale and big-file runs")
+    parser.add_argument(
+        "--segments",
+        action="store_true",
+        help="instead: one dark vs aria2c + pigz and one curl, then the shape of nircam_linearized",
+    )
+    parser.add_argument(
+        "--tarball-mb",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[300, 400, 400, 400, 400, 200, 20],
+        help="unpacked sizes of the seven tarballs",
+    )
+    parser.add_argument("--no-shape", action="store_true", help="with --segments: only the one dark")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
+    if args.segments:
+        rate = args.rate_mb * 10**6
+        one = one_dark(args.dir, args.size_mb * 10**6, rate, args.latency)
+        shape = None
+        if not args.no_shape:
+            sizes = [n * 10**6 for n in args.tarball_mb]
+            shape = build_shape(args.dir, args.size_mb * 10**6, sizes, rate, args.latency)
+        text = segments_report(args, one, shape)
+        print(text)
+        if args.out:
+            args.out.write_text(text)
+        return
     pair = side_by_side(args.dir, args.files, args.size_mb * 10**6, args.rate_mb * 10**6, args.latency)
     if args.only_side_by_side:
         print(report(args, pair, None, [], None))

@@ -18,7 +18,7 @@ from mirage_reffiles import layout
 from mirage_reffiles.adapters import session
 from mirage_reffiles.errors import ServerUnreachable, SpaceError, UsageError
 from mirage_reffiles.plan import make_plan
-from mirage_reffiles.transfer.probe import probe
+from mirage_reffiles.transfer.probe import probe_any
 from mirage_reffiles.adapters.runtime import freeze, settle
 from mirage_reffiles.settings import check_config, check_mirage_data
 from mirage_reffiles.adapters.envfile import (
@@ -41,7 +41,7 @@ from mirage_reffiles.adapters.reports import (
     show_status,
     verify_tree,
 )
-from mirage_reffiles.transfer.http import Expected, RetryPolicy, as_base_url, as_url
+from mirage_reffiles.transfer.http import Expected, RetryPolicy, as_base_urls, as_url
 
 # Everything the user chose is checked now: a mistake ends the run with a few
 # lines naming the fix, before any download.
@@ -56,7 +56,9 @@ try:
     MIRAGE_DATA = check_mirage_data(
         config["mirage_data"] or os.environ.get("MIRAGE_DATA") or "mirage_data"
     )
-    BASE_URL = as_base_url(config["base_url"] or layout.default_base_url())
+    # Sources, primary first: a file comes from the first that has it.
+    BASE_URLS = as_base_urls(config["base_url"] or layout.default_base_url())
+    BASE_URL = BASE_URLS[0]
     OPTIONS = {key: config[key] for key in (*SKIP_FLAGS, "single_dark")}
 
     with open(WORKFLOW_DIR / "config/schemas/reference_files.schema.yaml") as handle:
@@ -143,7 +145,7 @@ def get_group_input(name):
                     if not config["ignore_free_space"]:
                         plan.check_fits()
                     plan.check_writable()
-                    probe(BASE_URL + plan.missing.path.iloc[0])
+                    probe_any([url + plan.missing.path.iloc[0] for url in BASE_URLS])
                 except (SpaceError, UsageError, ServerUnreachable) as error:
                     raise session.refuse(error)
                 session.plan(len(plan.missing), plan.size_bytes)
@@ -191,6 +193,8 @@ def get_fetch_request(wildcards, input):
         kind=row.kind,
         instrument=row.instrument,
         reserved=frozenset(DARKS.destination),
+        mirrors=() if unpack_only else tuple(url + row.path for url in BASE_URLS[1:]),
+        connections=get_connection_cap(download_only),
     )
 
 
@@ -203,6 +207,20 @@ def get_retry_policy():
         stall_window=config["stall_window"],
         max_retry_after=config["max_retry_after"],
     )
+
+
+def get_connection_cap(download_only):
+    """The `downloads` resource (profiles/default, --resources downloads=N): also the
+    most connections this process opens at once (see mirage_reffiles.transfer.segments).
+
+    Only jobs running as threads of this Snakemake process share that count;
+    a cluster job, a process of its own, fetches on one connection (None).
+    """
+    if not workflow.is_main_process or not (workflow.local_exec or download_only):
+        return None
+    resources = workflow.global_resources
+    cap = getattr(resources.get("downloads"), "value", resources.get("downloads"))
+    return int(cap) if cap else None
 
 
 def get_unknown_target(wildcards):

@@ -21,7 +21,7 @@ from mirage_reffiles.adopt import adopt_mirage_tree
 from mirage_reffiles.errors import RunRefused, WorkflowNotFound
 from mirage_reffiles.layout import SHIPPED_TABLE, WORKFLOW_DIR, default_base_url
 from mirage_reffiles.table import load_table, mirage_group
-from mirage_reffiles.transfer.http import as_base_url
+from mirage_reffiles.transfer.http import as_base_urls
 
 
 def workflow_dir() -> Path:
@@ -62,7 +62,7 @@ def download_reffiles(
     skip_soss: bool = False,
     *,
     cores: int = 8,
-    base_url: str | None = None,
+    base_url: str | list[str] | None = None,
     dry_run: bool = False,
     remove_mirage_archives: bool = False,
     config: dict | None = None,
@@ -120,7 +120,7 @@ def download_reffiles(
     if mirage_data.is_dir() and not dry_run:
         table = build_config.get("reference_table") or SHIPPED_TABLE
         adoption = adopt_mirage_tree(
-            directory, load_table(table), as_base_url(base_url or default_base_url()), remove_mirage_archives
+            directory, load_table(table), as_base_urls(base_url or default_base_url())[0], remove_mirage_archives
         )
         if adoption.adopted or adoption.leftovers:
             print(adoption.describe(removed=remove_mirage_archives))

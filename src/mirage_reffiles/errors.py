@@ -21,6 +21,10 @@ class TransientError(FetchError):
         self.retry_after = retry_after  # seconds the server asked to wait, if it did
 
 
+class Refused(TransientError):
+    """The server refused the connection: retried when it is the only source, not when another may serve."""
+
+
 class SizeError(RuntimeError):
     """The server would not say how large a file is (``python -m mirage_reffiles.sizes``)."""
 

@@ -22,6 +22,7 @@ from mirage_reffiles import interrupt, layout
 from mirage_reffiles.disk import exclusive, is_disk_full, require_free_space
 from mirage_reffiles.errors import FetchError, Interrupted, UnpackError, VerifyError
 from mirage_reffiles.records import Produced, Record, read_record, write_record
+from mirage_reffiles.transfer import segments
 from mirage_reffiles.transfer.http import Expected, RetryPolicy, download, is_local, local_path
 from mirage_reffiles.transfer.partial import kept_bytes, remove_partial
 from mirage_reffiles.transfer.progress import Progress
@@ -61,7 +62,7 @@ def _is_complete(mirage_data: Path, file_id: str) -> bool:
 
 
 def _receive_checked(
-    url, partial, sink, file_id, expected, policy, room_factor, what, log, fits=False
+    url, partial, sink, file_id, expected, policy, room_factor, what, log, fits=False, mirrors=()
 ) -> tuple[int, str]:
     """Download into ``sink`` and close it; on bad bytes drop them, on a full disk say so.
 
@@ -76,7 +77,7 @@ def _receive_checked(
 
     try:
         received = download(url, partial, sink, expected=expected, policy=policy, reserve=reserve, log=log,
-                            progress=Progress(file_id, stream=log))  # fmt: skip
+                            progress=Progress(file_id, stream=log), mirrors=mirrors)  # fmt: skip
         sink.close()
         if fits and not is_fits(head := head_of(sink.path)):
             raise VerifyError(f"{url}: {what} is not a FITS file (it begins {head[:16]!r}); the bytes were discarded")
@@ -107,12 +108,14 @@ def fetch_gzip(
     kept_archive: Path | None = None,
     policy: RetryPolicy | None = None,
     log: TextIO | None = None,
+    mirrors: tuple[str, ...] = (),
 ) -> Path:
     """Download a ``.gz`` file and gunzip it to ``mirage_data/destination``.
 
     The bytes are decompressed as they arrive (one pass, no second copy read
     back), the gzip trailer is checked, and only then is the file renamed
-    into place. Returns the final path.
+    into place. Returns the final path. ``mirrors`` (the same file
+    elsewhere) may serve segments of it (see :mod:`.transfer.segments`).
     """
     final = mirage_data / destination
     with exclusive(layout.lock_path(mirage_data, file_id), file_id, log):
@@ -121,7 +124,9 @@ def fetch_gzip(
         partial = _partial(url, mirage_data, file_id, "gz", kept_archive)
         sink = _gunzip_sink(layout.temporary_path(final), resumable=partial is not None and kept_archive is None)
         # The unpacked file is at least as large as the download.
-        size, sha256 = _receive_checked(url, partial, sink, file_id, expected, policy, 2, destination, log, fits=True)
+        size, sha256 = _receive_checked(
+            url, partial, sink, file_id, expected, policy, 2, destination, log, fits=True, mirrors=mirrors
+        )
         produced = Produced(destination, sink.size, sink.sha256, sink.crc32)
         write_record(mirage_data, Record(file_id, url, size, sha256, [produced]))
         os.replace(sink.path, final)
@@ -139,6 +144,7 @@ def fetch_tarball(
     policy: RetryPolicy | None = None,
     lane: Lane | None = None,
     log: TextIO | None = None,
+    mirrors: tuple[str, ...] = (),
 ) -> Path:
     """Download a ``.tar.gz`` file and extract its members under ``mirage_data``.
 
@@ -154,7 +160,7 @@ def fetch_tarball(
         staging = layout.staging_dir(mirage_data, file_id)
         # The gzip CRC covers the whole stream, which tarfile never reads to the end.
         check = GunzipSink(None, near=partial or staging)
-        size, sha256 = _receive_checked(url, partial, check, file_id, expected, policy, 1, file_id, log)
+        size, sha256 = _receive_checked(url, partial, check, file_id, expected, policy, 1, file_id, log, False, mirrors)
         try:
             members = extract_tarball(partial or local_path(url), staging, log, size=check.size, lane=lane)
             move_into_place(staging, mirage_data)
@@ -182,6 +188,7 @@ def download_archive(
     expected: Expected | None = None,
     policy: RetryPolicy | None = None,
     log: TextIO | None = None,
+    mirrors: tuple[str, ...] = (),
 ) -> Path:
     """Download a ``.gz`` or ``.tar.gz`` file as it is to ``output``, checked
     (size, SHA-256, gzip CRC) but not unpacked: for a host that downloads
@@ -189,7 +196,7 @@ def download_archive(
     with exclusive(layout.lock_path(mirage_data, f"{file_id}.download"), file_id, log):
         partial = layout.temporary_path(output)
         check = GunzipSink(None, near=partial)
-        _receive_checked(url, partial, check, file_id, expected, policy, 1, output.name, log)
+        _receive_checked(url, partial, check, file_id, expected, policy, 1, output.name, log, False, mirrors)
         os.replace(partial, output)
     return output
 
@@ -210,32 +217,66 @@ class FetchRequest:
     kind: str = ""  # a tarball's kind and instrument say where it may unpack (layout.TARBALL_FOLDERS)
     instrument: str = ""
     reserved: frozenset[str] = frozenset()  # files of other rows (the darks) no tarball may write
+    mirrors: tuple[str, ...] = ()  # the same file from further sources, tried in order after url
+    connections: int | None = None  # the most connections of this process at once (the downloads cap)
 
 
 def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
     """Do what ``request`` asks; the file that stands for it being done is returned.
 
-    Bytes that fail a check (a wrong size or digest, not a FITS file, a
-    refused archive) were discarded: they are fetched once more from the
-    start, since a proxy's or the network's hiccup heals, before the error stands.
+    Its sources (``url``, then each of ``mirrors``) are tried in order: one
+    that is unreachable, answers 404, or fails after its retries gives way
+    to the next. While all of them may serve segments of a large file, bytes
+    that fail a check (a wrong size or digest, not a FITS file, a refused
+    archive) were discarded and are fetched again from one source at a time,
+    starting with the same one: a proxy's or the network's hiccup heals, and
+    a source serving bad bytes is found out, before the error stands.
     """
-    common = {"expected": request.expected, "policy": request.policy, "log": log}
+    out = log or sys.stderr
+    segments.BUDGET.configure(request.connections)
+    sources = [request.url, *request.mirrors]
+    failure: FetchError | None = None
+    alone = False  # after bad bytes: no more segments from other sources
+    index = 0
+    while index < len(sources):
+        url = sources[index]
+        others = () if alone else tuple(sources[:index] + sources[index + 1 :])
+        try:
+            done = _fetch_from(request, url, others, log)
+            if len(sources) > 1:
+                print(f"{request.file_id}: served by {url}", file=out, flush=True)
+            return done
+        except Interrupted:
+            raise
+        except (VerifyError, UnpackError) as error:
+            failure = error
+            if alone:
+                index += 1
+            if index < len(sources):
+                again = "once more from the start" if not alone else f"from the next source, {sources[index]}"
+                alone_from = f" from {url} alone" if not alone and len(sources) > 1 else ""
+                print(f"{request.file_id}: {error}; fetching it {again}{alone_from}", file=out, flush=True)
+            alone = True
+        except FetchError as error:
+            failure = error
+            if index + 1 < len(sources):
+                print(f"{request.file_id}: {error}; trying the next source, {sources[index + 1]}", file=out,
+                      flush=True)  # fmt: skip
+            index += 1
+    raise failure
 
-    def once() -> Path:
-        if request.download_to is not None:
-            return download_archive(request.url, request.download_to, request.mirage_data, request.file_id, **common)
-        if request.archive == "gz":
-            return fetch_gzip(request.url, request.mirage_data, request.file_id, request.destination,
-                              kept_archive=request.kept_archive, **common)  # fmt: skip
-        lane = Lane.of(request.kind, request.instrument, request.reserved)
-        return fetch_tarball(request.url, request.mirage_data, request.file_id, kept_archive=request.kept_archive,
-                             lane=lane, **common)  # fmt: skip
 
-    try:
-        return once()
-    except (VerifyError, UnpackError) as error:
-        print(f"{request.file_id}: {error}; fetching it once more from the start", file=log or sys.stderr, flush=True)
-        return once()
+def _fetch_from(request: FetchRequest, url: str, mirrors: tuple[str, ...], log: TextIO | None) -> Path:
+    """One try of ``request`` from ``url``, with segments from ``mirrors`` too."""
+    common = {"expected": request.expected, "policy": request.policy, "log": log, "mirrors": mirrors}
+    if request.download_to is not None:
+        return download_archive(url, request.download_to, request.mirage_data, request.file_id, **common)
+    if request.archive == "gz":
+        return fetch_gzip(url, request.mirage_data, request.file_id, request.destination,
+                          kept_archive=request.kept_archive, **common)  # fmt: skip
+    lane = Lane.of(request.kind, request.instrument, request.reserved)
+    return fetch_tarball(url, request.mirage_data, request.file_id, kept_archive=request.kept_archive,
+                         lane=lane, **common)  # fmt: skip
 
 
 class BestEffortLog:

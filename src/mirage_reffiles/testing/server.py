@@ -33,7 +33,8 @@ class Fault:
     string: unlabelled, as a proxy that drops the header), once;
     ``wrong_range`` answers a Range request with a 206 starting at that
     offset instead, once; ``drop_after`` closes the connection after that
-    many body bytes, once, ``drop_every`` every time; ``ignore_range`` serves the whole file whatever
+    many body bytes, once, ``drop_every`` every time (with ``drop_from``, only in an answer that starts
+    at or past that byte: a later segment); ``ignore_range`` serves the whole file whatever
     Range asks for; ``stall`` sleeps that long mid-body, once; ``drip``
     sends the body one byte every that many seconds; ``corrupt`` flips the
     byte at that offset of every response.
@@ -47,6 +48,7 @@ class Fault:
     wrong_range: int | None = None
     drop_after: int | None = None
     drop_every: int | None = None
+    drop_from: int | None = None
     ignore_range: bool = False
     stall: float | None = None
     drip: float | None = None
@@ -68,6 +70,7 @@ class Request:
     path: str
     range: str | None
     status: int | None = None  # None until answered
+    sent: int = 0  # body bytes written to the socket
     time: float = field(default_factory=time.monotonic)  # when the request arrived
 
 
@@ -83,6 +86,8 @@ class MirrorServer(ThreadingHTTPServer):
         self.faults: dict[str, Fault] = {}
         self.requests: list[Request] = []
         self._lock = threading.Lock()
+        self.active = 0  # connections being answered now
+        self.peak = 0  # the most at once
 
     @property
     def url(self) -> str:
@@ -126,10 +131,17 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         request = Request(self.command, unquote(urlsplit(self.path).path).lstrip("/"), self.headers.get("Range"))
         self.server.log_request(request)  # at arrival, so a stalled answer is logged in order
-        request.status = self._serve(request.path, request.range)
+        with self.server._lock:
+            self.server.active += 1
+            self.server.peak = max(self.server.peak, self.server.active)
+        try:
+            request.status = self._serve(request, request.path, request.range)
+        finally:
+            with self.server._lock:
+                self.server.active -= 1
         self.close_connection = True
 
-    def _serve(self, path: str, requested: str | None) -> int:
+    def _serve(self, request: Request, path: str, requested: str | None) -> int:
         if self.server.latency:
             time.sleep(self.server.latency)
         fault = self.server.faults.get(path, Fault())
@@ -180,10 +192,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._start(status, headers, length)
         if self.command == "HEAD":
             return status
-        self._send_body(file, start, length, fault)
+        self._send_body(file, start, length, fault, request)
         return status
 
-    def _send_body(self, file: Path, start: int, length: int, fault: Fault) -> None:
+    def _send_body(self, file: Path, start: int, length: int, fault: Fault, request: Request) -> None:
         chunk_size = 1 if fault.drip else 64 * 1024
         sent = 0
         began = time.monotonic()
@@ -194,6 +206,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if fault.corrupt is not None and start + sent <= fault.corrupt < start + sent + len(chunk):
                     chunk[fault.corrupt - start - sent] ^= 0xFF
                 drop = fault.drop_after if fault.drop_after is not None else fault.drop_every
+                if fault.drop_from is not None and start < fault.drop_from:
+                    drop = None
                 if drop is not None and sent + len(chunk) > drop:
                     self.wfile.write(chunk[: drop - sent])
                     self.wfile.flush()
@@ -207,9 +221,10 @@ class _Handler(BaseHTTPRequestHandler):
                 except (BrokenPipeError, ConnectionResetError):
                     return
                 sent += len(chunk)
+                request.sent = sent
                 if fault.drip:
                     time.sleep(fault.drip)
-                if self.server.rate:
+                if self.server.rate and sent < length:
                     ahead = sent / self.server.rate - (time.monotonic() - began)
                     if ahead > 0:
                         time.sleep(ahead)

@@ -17,16 +17,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TextIO
 
 from mirage_reffiles import interrupt
-from mirage_reffiles.errors import FetchError, Interrupted, TransientError, VerifyError
+from mirage_reffiles.errors import FetchError, Interrupted, Refused, TransientError, VerifyError
 from mirage_reffiles.transfer.partial import NoStore, PartialStore, remove_partial
 from mirage_reffiles.transfer.progress import Progress
+from mirage_reffiles.transfer.segments import BUDGET, Segments
 
 CHUNK_SIZE = 1 << 20
 USER_AGENT = "mirage-reffiles"
@@ -135,6 +137,16 @@ def as_base_url(location: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
+def as_base_urls(value: str | Sequence[str]) -> list[str]:
+    """Every source in ``value``, primary first: a list, or one string of them separated by commas or spaces.
+
+    >>> as_base_urls("https://example.org/a, https://mirror.example.org/a")
+    ['https://example.org/a/', 'https://mirror.example.org/a/']
+    """
+    items = re.split(r"[,\s]+", value) if isinstance(value, str) else list(value)
+    return [as_base_url(item.strip()) for item in items if item.strip()]
+
+
 def _content_range(value: str | None) -> tuple[int, int | None]:
     match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", (value or "").strip())
     if not match:
@@ -172,8 +184,8 @@ def _not_the_file(headers) -> str | None:
     return None
 
 
-def open_from(url: str, offset: int, policy: RetryPolicy):
-    """Open ``url`` at byte ``offset``.
+def open_from(url: str, offset: int, policy: RetryPolicy, end: int | None = None):
+    """Open ``url`` at byte ``offset`` (up to byte ``end``, excluded, when given).
 
     Returns ``(response, start, total)``: ``start`` is where the bytes that
     follow begin (0 when the server ignored the Range request) and ``total``
@@ -181,8 +193,8 @@ def open_from(url: str, offset: int, policy: RetryPolicy):
     file is already complete (a 416 answer to a request past its end).
     """
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
+    if offset or end is not None:
+        headers["Range"] = f"bytes={offset}-{'' if end is None else end - 1}"
     request = urllib.request.Request(url, headers=headers)
     try:
         response = urllib.request.urlopen(request, timeout=policy.connect_timeout)
@@ -201,7 +213,8 @@ def open_from(url: str, offset: int, policy: RetryPolicy):
         reason = getattr(error, "reason", error)
         if isinstance(reason, FileNotFoundError):
             raise FetchError(f"{url} does not exist") from None
-        raise TransientError(f"cannot reach {url}: {reason}") from None
+        refused = isinstance(reason, ConnectionRefusedError)
+        raise (Refused if refused else TransientError)(f"cannot reach {url}: {reason}") from None
     # The connect timeout governs the handshake; a read waits one tick at most (see _read).
     sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
     if sock is not None:
@@ -237,6 +250,7 @@ def download(
     reserve: Callable[[int], None] | None = None,
     sleep: Callable[[float], None] = interrupt.wait,
     log: TextIO | None = None,
+    mirrors: Sequence[str] = (),
 ) -> tuple[int, str]:
     """Stream ``url`` into ``partial``, passing every byte to ``sink``.
 
@@ -255,14 +269,30 @@ def download(
     :class:`FetchError` says which check failed; on running out of retries it
     is kept so the next run resumes. With ``partial`` None the bytes go to
     ``sink`` only: for a local file, where there is nothing to resume.
+
+    When the process has a connection cap (:data:`.segments.BUDGET`) with
+    room to spare, a large file is fetched in segments on several
+    connections, from ``url`` and ``mirrors`` (the same file elsewhere) in
+    turn; the checks cover the joined stream.
     """
     expected = expected or Expected()
     policy = policy or RetryPolicy()
+    log = log or sys.stderr
     store = NoStore(sink) if partial is None else PartialStore(partial, sink)
+    segments = None
+    if partial is not None and not is_local(url) and (BUDGET.cap or 0) > 1:
+        sources = [source for source in (url, *mirrors) if not is_local(source)]
+        segments = Segments(partial, sources, policy, log, lambda source, segment, wrote, stopped: fetch_segment(
+            source, segment, wrote, stopped, policy, segments.total))  # fmt: skip
     try:
         try:
-            done, total, digest = _receive(url, store, policy, progress, reserve, sleep, log or sys.stderr)
+            done, total, digest = _receive(url, store, policy, progress, reserve, sleep, log, segments,
+                                           failover=bool(mirrors))  # fmt: skip
         finally:
+            if segments is not None:
+                segments.close()
+                for source, size in segments.served.items():
+                    print(f"{source}: {size} bytes fetched in segments", file=log, flush=True)
             store.close()
         if problem := _failed_check(done, total, digest, expected):
             if partial is not None:
@@ -297,52 +327,84 @@ def local_path(url: str) -> Path:
     return Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
 
 
-def _receive(url, store, policy, progress, reserve, sleep, log):
-    """Replay what ``store`` kept into its sink, then append the rest from ``url``."""
+def _receive(url, store, policy, progress, reserve, sleep, log, segments=None, failover=False):
+    """Replay what ``store`` kept into its sink, then append the rest from ``url``.
+
+    With ``segments`` (see :mod:`.segments`), helpers fetch later parts of
+    the file on spare connections; this connection hands over to each such
+    part where it begins, so the sink still receives every byte in order.
+    With ``failover`` (another source may serve), a refused connection is not retried.
+    """
     done, digest = store.open()
     if progress is not None:
         progress.resumed(done)
     sink = store.sink
+
+    def take(chunk: bytes) -> None:
+        nonlocal done
+        store.write(chunk)
+        digest.update(chunk)
+        sink.write(chunk)
+        done += len(chunk)
+        store.written(done, digest)
+        if progress is not None:
+            progress.update(done)
+
+    if segments is not None:
+        segments.opened(done)
     attempt = 0  # failed tries in a row
+    total = None
     while True:
         began, began_at = done, time.monotonic()
         try:
             interrupt.check()
-            response, start, total = open_from(url, done, policy)
-            if response is None:
-                return done, total, digest
-            with response:
-                if start != done:
-                    print(f"{url}: server ignored the range request; starting over", file=log, flush=True)
-                    digest, done, began = store.restart(), 0, 0
+            if segments is not None and total is not None:
+                done = segments.catch_up(done, take)
+                if done == total:
+                    return done, total, digest
+            with nullcontext() if is_local(url) else BUDGET.connection():  # a local file takes no connection
+                response, start, total = open_from(url, done, policy)
+                if response is None:
+                    return done, total, digest
+                with response:
+                    if start != done:
+                        print(f"{url}: server ignored the range request; starting over", file=log, flush=True)
+                        if segments is not None:
+                            segments.discard()
+                        digest, done, began = store.restart(), 0, 0
+                        if progress is not None:
+                            progress.resumed(0)
+                    if segments is not None and segments.total is None:
+                        segments.started(total, response.status == 206 or _takes_ranges(response.headers))
                     if progress is not None:
-                        progress.resumed(0)
-                if progress is not None:
-                    progress.total = total
-                if reserve is not None and total is not None:
-                    reserve(total - done)
-                pace = _Pace(policy)
-                while True:
-                    interrupt.check()
-                    chunk = _read(response)
-                    if chunk is None:  # a tick without bytes
-                        pace.update(0)
-                        continue
-                    if not chunk:
-                        break
-                    store.write(chunk)
-                    digest.update(chunk)
-                    sink.write(chunk)
-                    done += len(chunk)
-                    store.written(done, digest)
-                    if progress is not None:
-                        progress.update(done)
-                    pace.update(len(chunk))
+                        progress.total = total
+                    if reserve is not None and total is not None:
+                        reserve(total - done)
+                    pace = _Pace(policy)
+                    while True:
+                        interrupt.check()
+                        if segments is not None and segments.hands_over(done):
+                            break  # a helper fetched what follows
+                        chunk = _read(response)
+                        if chunk is None:  # a tick without bytes
+                            pace.update(0)
+                            continue
+                        if not chunk:
+                            break
+                        if segments is not None:
+                            chunk = chunk[: segments.limit(done, len(chunk))]
+                            segments.spawn()
+                        take(chunk)
+                        pace.update(len(chunk))
+            if segments is not None and segments.hands_over(done):
+                continue
             if total is not None and done < total:
                 raise TransientError(f"connection closed after {done} of {total} bytes")
             return done, total, digest
         except TransientError as error:
             store.flush()
+            if failover and isinstance(error, Refused):
+                raise FetchError(str(error)) from None
             if policy.is_healthy(done - began, time.monotonic() - began_at):
                 attempt = 0
             attempt += 1
@@ -354,6 +416,62 @@ def _receive(url, store, policy, progress, reserve, sleep, log):
         except Interrupted:
             store.flush()  # what came so far is what the next run resumes from
             raise
+
+
+def _takes_ranges(headers) -> bool:
+    return (headers.get("Accept-Ranges") or "").strip().lower() == "bytes"
+
+
+def fetch_segment(url: str, segment, wrote, stopped, policy: RetryPolicy, total: int) -> None:
+    """Fetch the rest of ``segment`` (see :mod:`.segments`) from ``url`` into its file, retrying with backoff.
+
+    ``wrote(n)`` is told of every ``n`` bytes written; ``stopped()`` ends it
+    early. :class:`FetchError` when ``url`` cannot serve it: it ignores
+    Range, its file has another length than ``total``, or it fails too often.
+    """
+    attempt = 0
+    while not segment.complete:
+        began, began_at = segment.fetched, time.monotonic()
+        try:
+            interrupt.check()
+            if stopped():
+                return
+            offset = segment.start + segment.fetched
+            response, start, size = open_from(url, offset, policy, end=segment.end)
+            if response is None:
+                raise FetchError(f"{url} says the file ends at byte {offset}")
+            with response:
+                if start != offset:
+                    raise FetchError(f"{url} ignored the range request for a segment")
+                if size != total:
+                    raise FetchError(f"{url} serves {size} bytes, the file being fetched has {total}")
+                pace = _Pace(policy)
+                with open(segment.path, "ab", buffering=0) as out:
+                    while not segment.complete:
+                        interrupt.check()
+                        if stopped():
+                            return
+                        chunk = _read(response)
+                        if chunk is None:
+                            pace.update(0)
+                            continue
+                        if not chunk:
+                            break
+                        chunk = chunk[: segment.end - segment.start - segment.fetched]
+                        out.write(chunk)
+                        wrote(len(chunk))
+                        pace.update(len(chunk))
+            if not segment.complete:
+                raise TransientError(f"connection closed at byte {segment.start + segment.fetched} of a segment")
+        except TransientError as error:
+            if isinstance(error, Refused):
+                raise FetchError(str(error)) from None
+            if policy.is_healthy(segment.fetched - began, time.monotonic() - began_at):
+                attempt = 0
+            attempt += 1
+            if attempt > policy.retries:
+                raise FetchError(f"gave up after {policy.retries} retries: {error}") from None
+            interrupt.wait(policy.wait(attempt, error.retry_after))
 
 
 def _read(response) -> bytes | None:

@@ -55,8 +55,9 @@ def kept_bytes(partial: Path) -> int:
 def remove_partial(partial: Path) -> None:
     """Delete every file kept for ``partial``."""
     _resume_path(partial).unlink(missing_ok=True)
-    for path in partial.parent.glob(f"{partial.name}.from*"):
-        path.unlink(missing_ok=True)
+    for pattern in ("from*", "seg*"):  # resume points' bytes, segments (see .segments)
+        for path in partial.parent.glob(f"{partial.name}.{pattern}"):
+            path.unlink(missing_ok=True)
     partial.unlink(missing_ok=True)
 
 

@@ -50,3 +50,14 @@ def explain(host: str, reason: object) -> str:
     if isinstance(reason, TimeoutError | socket.timeout):
         return f"{host} did not answer within {PROBE_TIMEOUT:.0f} s; check base_url and your network or proxy"
     return f"cannot reach {host}: {reason}; check base_url and your network or proxy"
+
+
+def probe_any(urls: list[str], timeout: float = PROBE_TIMEOUT) -> None:
+    """Raise :class:`ServerUnreachable` (the first source's reason) unless one of ``urls`` answers."""
+    failures = []
+    for url in urls:
+        try:
+            return probe(url, timeout)
+        except ServerUnreachable as error:
+            failures.append(error)
+    raise failures[0]

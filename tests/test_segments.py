@@ -1,0 +1,204 @@
+"""Segmented downloads against a real server capping each connection: byte-exact joins, faults
+inside later segments, kill -9 with segments in flight, a server refusing Range to helpers,
+and a stop that ends every segment's thread keeping its bytes.
+
+Segments are shrunk (256 KB) so that a file of 4 MB splits into 16 of them."""
+
+import gzip
+import hashlib
+import io
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import REPO
+from mirage_reffiles import interrupt, layout
+from mirage_reffiles.errors import Interrupted
+from mirage_reffiles.fetch import FetchRequest, fetch, fetch_gzip
+from mirage_reffiles.records import read_record
+from mirage_reffiles.testing.mirror import synthetic_bytes
+from mirage_reffiles.testing.server import Fault, serve
+from mirage_reffiles.transfer import partial, segments
+from mirage_reffiles.transfer.http import Expected, RetryPolicy
+
+FAST = RetryPolicy(retries=3, backoff=0.01, connect_timeout=5, read_timeout=5)
+DARK = synthetic_bytes("segmented", 6_000_000)
+DARK_GZ = gzip.compress(DARK, compresslevel=1, mtime=0)
+PATH = "nircam/darks/raw/A1/dark.fits.gz"
+DEST = "nircam/darks/raw/A1/dark.fits"
+RATE = 500_000  # bytes/s per connection: one connection takes about 8 s
+SMALL = {"SEGMENT_SIZE": 256 << 10, "SPLIT_ABOVE": 512 << 10, "MAX_AHEAD": 6 * (256 << 10)}
+
+
+@pytest.fixture
+def small_segments(monkeypatch):
+    for name, value in SMALL.items():
+        monkeypatch.setattr(segments, name, value)
+    monkeypatch.setattr(partial, "RESUME_EVERY", 256 << 10)  # several resume points per file
+    segments.BUDGET.configure(4)
+    yield
+    segments.BUDGET.configure(None)
+
+
+@pytest.fixture
+def site(tmp_path):
+    root = tmp_path / "server"
+    (root / PATH).parent.mkdir(parents=True)
+    (root / PATH).write_bytes(DARK_GZ)
+    return root
+
+
+def expected():
+    return Expected(size=len(DARK_GZ), sha256=hashlib.sha256(DARK_GZ).hexdigest())
+
+
+def ranges(server):
+    """(start, end excluded) of every GET of the dark, in order of arrival."""
+    spans = []
+    for request in server.requests_for(PATH):
+        if request.method != "GET":
+            continue
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", request.range or "bytes=0-")
+        spans.append((int(match.group(1)), int(match.group(2)) + 1 if match.group(2) else len(DARK_GZ)))
+    return spans
+
+
+def test_a_large_file_is_fetched_on_every_free_connection_and_joined_in_order(site, tmp_path, small_segments):
+    with serve(site, rate=RATE) as server:
+        began = time.monotonic()
+        final = fetch_gzip(server.url + PATH, tmp_path / "data", "dark", DEST, expected=expected(), policy=FAST)
+        elapsed = time.monotonic() - began
+        assert segments.BUDGET.peak <= 4  # never more connections than the cap
+        # The server counts a connection the client closed until its next write fails.
+        assert server.peak <= 4 + 1
+    assert final.read_bytes() == DARK
+    assert len(ranges(server)) > 4
+    assert elapsed < len(DARK_GZ) / RATE / 2.5  # four connections, not one
+    assert not list((tmp_path / "data" / layout.STATE_DIR / "downloads").glob("*"))  # nothing left beside it
+
+
+def test_small_files_and_no_cap_use_one_connection(site, tmp_path, small_segments, monkeypatch):
+    monkeypatch.setattr(segments, "SPLIT_ABOVE", len(DARK_GZ))
+    with serve(site) as server:
+        fetch_gzip(server.url + PATH, tmp_path / "data", "dark", DEST, expected=expected(), policy=FAST)
+    assert ranges(server) == [(0, len(DARK_GZ))]
+    segments.BUDGET.configure(None)
+    with serve(site) as server:
+        fetch_gzip(server.url + PATH, tmp_path / "other", "dark", DEST, expected=expected(), policy=FAST)
+    assert ranges(server) == [(0, len(DARK_GZ))]
+
+
+def test_a_drop_inside_a_later_segment_resumes_that_segment(site, tmp_path, small_segments):
+    with serve(site, rate=RATE) as server:
+        server.faults[PATH] = Fault(drop_after=20_000, drop_from=1_000_000)  # once, in a later segment
+        final = fetch_gzip(server.url + PATH, tmp_path / "data", "dark", DEST, expected=expected(), policy=FAST)
+    assert final.read_bytes() == DARK
+    spans = ranges(server)
+    # Some segment was asked for again from 20,000 bytes past its start: the bytes it had were kept.
+    starts = {start for start, _ in spans}
+    assert server.faults[PATH].drop_after is None  # the drop happened
+    assert any(start >= 1_000_000 and start + 20_000 in starts for start in starts)
+
+
+def test_a_server_ignoring_range_for_helpers_falls_back_to_one_connection(site, tmp_path, small_segments):
+    with serve(site, rate=2_000_000) as server:
+        server.faults[PATH] = Fault(ignore_range=True)
+        final = fetch_gzip(server.url + PATH, tmp_path / "data", "dark", DEST, expected=expected(), policy=FAST)
+    assert final.read_bytes() == DARK
+    assert len(ranges(server)) <= 1 + 3  # the own connection, and each helper's one refused try
+
+
+def test_a_stop_ends_every_segment_thread_within_a_second_keeping_their_bytes(site, tmp_path, small_segments):
+    downloads = tmp_path / "data" / layout.STATE_DIR / "downloads"
+    with serve(site, rate=RATE) as server:
+        stopper = threading.Timer(1.5, interrupt.STOP.set)
+        stopper.start()
+        began = threading.active_count()
+        try:
+            with pytest.raises(Interrupted):
+                fetch_gzip(server.url + PATH, tmp_path / "data", "dark", DEST, expected=expected(), policy=FAST)
+            stopped_at = time.monotonic()
+            while threading.active_count() > began and time.monotonic() - stopped_at < 1.0:
+                time.sleep(0.05)
+            assert threading.active_count() <= began
+        finally:
+            interrupt.STOP.clear()
+        kept = sorted(downloads.glob("*.seg*"))
+        assert sum(path.stat().st_size for path in kept) > 0
+        first = len(server.requests)
+        final = fetch_gzip(server.url + PATH, tmp_path / "data", "dark", DEST, expected=expected(), policy=FAST)
+        assert final.read_bytes() == DARK
+        assert sum(end - start for start, end in ranges(server)[first:]) < len(DARK_GZ)  # kept bytes not asked again
+
+
+KILLABLE = """
+import sys
+from pathlib import Path
+from mirage_reffiles.fetch import FetchRequest, fetch, fetch_gzip
+from mirage_reffiles.transfer import partial, segments
+for name, value in {small}.items():
+    setattr(segments, name, value)
+partial.RESUME_EVERY = 256 << 10
+segments.BUDGET.configure(4)
+fetch_gzip(sys.argv[1], Path(sys.argv[2]), "dark", {dest!r})
+"""
+
+
+def test_kill_9_with_segments_in_flight_resumes_each_from_what_it_kept(site, tmp_path, small_segments):
+    data = tmp_path / "data"
+    downloads = data / layout.STATE_DIR / "downloads"
+    with serve(site, rate=RATE) as server:
+        code = KILLABLE.format(small=SMALL, dest=DEST)
+        job = subprocess.Popen([sys.executable, "-c", code, server.url + PATH, str(data)],
+                               env={"PYTHONPATH": str(REPO / "src")})  # fmt: skip
+        deadline = time.monotonic() + 20
+        while len(list(downloads.glob("*.seg*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+        kept_segments = {path.name: path.stat().st_size for path in downloads.glob("*.seg*")}
+        kept_own = partial.kept_bytes(layout.partial_download_path(data, "dark", "gz"))
+        assert len(kept_segments) >= 2
+        first = len(server.requests)
+        final = fetch_gzip(server.url + PATH, data, "dark", DEST, expected=expected(), policy=FAST)
+        assert final.read_bytes() == DARK
+        assert read_record(data, "dark").sha256 == expected().sha256
+        again = ranges(server)[first:]
+        sent_again = sum(request.sent for request in server.gets()[first:])
+    # The own connection resumes from its resume point, each kept segment from its own size.
+    starts = {start for start, _ in again}
+    assert again[0][0] == kept_own
+    for name, size in kept_segments.items():
+        start, end = map(int, re.search(r"seg(\d+)-(\d+)$", name).groups())
+        if size < end - start:
+            assert start + size in starts, name
+    kept = kept_own + sum(kept_segments.values())
+    # What was kept is not sent again; beyond the rest, only what was in flight when the own
+    # connection handed over to a segment (it closes that connection mid-body).
+    print(f"kept {kept} of {len(DARK_GZ)} bytes; sent again {sent_again}")
+    assert sent_again <= len(DARK_GZ) - kept + 8 * (64 << 10)
+
+
+def test_a_corrupt_segment_is_refused_and_the_file_fetched_again_from_a_good_source(site, tmp_path, small_segments):
+    corrupt = bytearray(DARK_GZ)
+    corrupt[300_000::100_000] = bytes(len(corrupt[300_000::100_000]))  # wrong bytes in every later segment
+    (tmp_path / "bad" / PATH).parent.mkdir(parents=True)
+    (tmp_path / "bad" / PATH).write_bytes(corrupt)
+    with serve(site, rate=RATE) as good, serve(tmp_path / "bad", rate=RATE) as bad:
+        log = io.StringIO()
+        request = FetchRequest(url=good.url + PATH, mirrors=(bad.url + PATH,), mirage_data=tmp_path / "data",
+                               file_id="dark", archive="gz", destination=DEST, expected=expected(), policy=FAST,
+                               connections=4)  # fmt: skip
+        final = fetch(request, log)
+        assert final.read_bytes() == DARK
+        assert bad.gets()  # it served segments
+    text = log.getvalue()
+    assert "sha256 check failed" in text or "corrupt gzip data" in text
+    assert f"fetching it once more from the start from {good.url + PATH} alone" in text
+    assert [r.range for r in good.gets()].count(None) == 2  # the whole file again, from the good source
