@@ -79,6 +79,19 @@ TARBALL_FOLDERS = {
     "distortion": "{instrument}/reference_files/distortion",
 }
 
+#: Where Mirage reads an instrument's grism data: the files of one version
+#: folder of its GitHub repository (see :mod:`mirage_reffiles.grism`).
+GRISM_FOLDER = "{instrument}/GRISM_{INSTRUMENT}/current"
+
+
+def grism_folder(instrument: str) -> str:
+    """The folder under MIRAGE_DATA that holds ``instrument``'s grism files.
+
+    >>> grism_folder("nircam")
+    'nircam/GRISM_NIRCAM/current'
+    """
+    return GRISM_FOLDER.format(instrument=instrument, INSTRUMENT=instrument.upper())
+
 
 def record_path(mirage_data: str | Path, file_id: str) -> Path:
     """The JSON record of a fetched file; for a tarball, its completion record."""
