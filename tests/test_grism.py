@@ -16,8 +16,15 @@ from conftest import REPO, Snakemake, tree
 from mirage_reffiles.grism import choose_version, grism_rows, load_grism_table, version_order
 from mirage_reffiles.hashing import git_blob_sha1
 from mirage_reffiles.layout import grism_folder
-from mirage_reffiles.testing.grism import REPOSITORIES, archive_path, blob_sha1, build_grism_mirror, tamper
-from mirage_reffiles.testing.server import serve
+from mirage_reffiles.testing.grism import (
+    REPOSITORIES,
+    archive_path,
+    blob_sha1,
+    build_grism_mirror,
+    tamper,
+    write_archive,
+)
+from mirage_reffiles.testing.server import Fault, serve
 
 SCHEMA = yaml.safe_load((REPO / "config/schemas/grism_files.schema.yaml").read_text())
 
@@ -197,3 +204,24 @@ def test_the_synthetic_archive_is_laid_out_as_githubs(grism_mirror):
     top = names[0]
     assert top == f"GRISM_NIRISS-{tar.pax_headers['comment']}" and all(name.startswith(top) for name in names)
     assert subprocess.run(["tar", "-tzf", str(root / archive_path(repository))], capture_output=True).returncode == 0
+
+
+def test_a_dropped_connection_resumes_where_it_stopped(run, github, grism_mirror):
+    path = archive_path(REPOSITORIES["niriss"][0])
+    github.faults[path] = Fault(drop_after=5000)
+    run("niriss_grism")
+    assert current(run.mirage_data, "niriss") == grism_mirror[2]["niriss"][newest("niriss")]
+    gets = [r for r in github.gets() if r.path == path]
+    assert [r.range for r in gets] == [None, "bytes=5000-"]
+
+
+def test_an_unsafe_member_refuses_the_archive(run, grism_mirror):
+    root, _, contents = grism_mirror
+    folders = {name: dict(files) for name, files in contents["niriss"].items()}
+    folders[newest("niriss")]["../../escaped.conf"] = b"outside\n"
+    write_archive(root, REPOSITORIES["niriss"][0], folders)
+    result = run("niriss_grism", check=False)
+    assert result.returncode != 0
+    log = (run.mirage_data / f".reffiles/logs/niriss_grism_{newest('niriss')}.log").read_text()
+    assert "unsafe member" in log and "'..'" in log
+    assert not (run.mirage_data / "niriss").exists() and not list(run.mirage_data.parent.rglob("escaped.conf"))
