@@ -45,11 +45,11 @@ onstart:
 
 
 onsuccess:
+    settle()
     session.end(success=True)
     report_environment(log)
-    settle()
 
 
 onerror:
-    session.end(success=False)
     settle()
+    session.end(success=False)

@@ -50,7 +50,11 @@ from mirage_reffiles.transfer.http import Expected, RetryPolicy, as_base_url, as
 try:
     with open(WORKFLOW_DIR / "config/schemas/config.schema.yaml") as handle:
         config.update(check_config(config, yaml.safe_load(handle)))
-    session.begin(verbose=config["verbose"], interval=config["progress_interval"])
+    session.begin(
+        verbose=config["verbose"],
+        interval=config["progress_interval"],
+        main=workflow.modifier.is_main_snakefile(),
+    )
     MIRAGE_DATA = check_mirage_data(
         config["mirage_data"] or os.environ.get("MIRAGE_DATA") or "mirage_data"
     )

@@ -2,6 +2,7 @@
 
 import re
 import shutil
+import socket
 import subprocess
 import tarfile
 
@@ -10,6 +11,7 @@ import pytest
 from conftest import Snakemake, expected_tree, tree
 from mirage_reffiles import download_reffiles
 from mirage_reffiles.api import profile_settings, workflow_dir
+from mirage_reffiles.errors import ServerUnreachable, SpaceError, UsageError
 from mirage_reffiles.layout import record_path, tarball_member_destination
 from mirage_reffiles.table import load_table, select
 
@@ -146,3 +148,19 @@ def test_download_reffiles_applies_the_whole_workflow_profile():
     # A key added to profiles/default that download_reffiles() does not apply would fail here.
     settings = profile_settings(workflow_dir() / "profiles" / "default" / "config.yaml")
     assert settings["resources"] == {"downloads": 8} and settings["lock"] is False
+
+
+def test_download_reffiles_raises_the_documented_errors(tmp_path, server, mirror, table):
+    pinned = {"reference_table": str(mirror[2])}
+    with pytest.raises(UsageError, match="unknown setting 'sigle_dark'; did you mean 'single_dark'"):
+        download_reffiles(tmp_path / "a", instrument="fgs", base_url=server.url, config={**pinned, "sigle_dark": True})
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}/"
+    with pytest.raises(ServerUnreachable, match="refused the connection"):
+        download_reffiles(tmp_path / "b", instrument="fgs", base_url=refused, config=pinned)
+    huge = tmp_path / "huge.csv"
+    table.assign(size_bytes=str(10**16), size_exact="true").to_csv(huge, index=False)
+    with pytest.raises(SpaceError, match="not starting all"):
+        download_reffiles(tmp_path / "c", instrument="fgs", base_url=server.url, config={"reference_table": str(huge)})
+    assert server.gets() == []

@@ -221,6 +221,9 @@ def test_status_and_verify_leave_a_read_only_tree_alone(built, read_only, workdi
     assert "Status of" in result.stdout
     result = run("verify", "--cores", "1", config={**settings, "verify_contents": True})
     assert "DAMAGED" not in result.stdout
+    # A build over the complete read-only tree is a no-op that says so.
+    result = run(config=settings)
+    assert "to fetch: 0 files" in result.stdout and "Nothing to be done" in result.stderr
     assert snapshot(run.mirage_data) == before
 
 

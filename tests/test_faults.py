@@ -311,9 +311,9 @@ def test_a_killed_fetch_resumes_from_its_last_resume_point(tmp_path, mirage_data
     point = partial_file.with_name(partial_file.name + ".resume")
     with serve(root, rate=400_000) as server:  # about 3 s for the whole file
         code = (
-            "from pathlib import Path; from mirage_reffiles import partial, transfer; "
+            "from pathlib import Path; from mirage_reffiles.transfer import http, partial; "
             "from mirage_reffiles.fetch import fetch_gzip; "
-            "partial.RESUME_EVERY = 100_000; transfer.CHUNK_SIZE = 32 << 10; "
+            "partial.RESUME_EVERY = 100_000; http.CHUNK_SIZE = 32 << 10; "
             f"fetch_gzip({server.url + 'd/dark.fits.gz'!r}, Path({str(mirage_data)!r}), 'dark', {DEST!r})"
         )
         run = subprocess.Popen([sys.executable, "-c", code], env={"PYTHONPATH": str(REPO / "src")})

@@ -32,6 +32,7 @@ def test_a_host_workflow_builds_a_group_and_a_file_by_path(tmp_path, mirror, tab
             cwd=tmp_path, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "rule measure_dark" in result.stderr  # the host's messages are its own: nothing left out
     rows = fgs_raw_single(pinned[pinned.instrument == "fgs"])
     files = tree(mirage_data)
     files.pop("mirage_env.sh", None)

@@ -64,7 +64,7 @@ def test_a_stop_signal_keeps_every_byte_and_the_next_run_resumes(tmp_path, slow_
         os.killpg(build.pid, signum)
         out, err = build.communicate(timeout=30)
         took = time.monotonic() - sent
-        assert build.returncode != 0
+        assert build.returncode == 128 + signum
         assert took <= 2.0, f"the run took {took:.1f} s to stop"
         assert "Traceback" not in out + err
         last = err.strip().splitlines()[-1]
@@ -103,7 +103,7 @@ def test_ctrl_c_twice_still_stops_cleanly(tmp_path, slow_mirror):
         time.sleep(0.1)
         os.killpg(build.pid, signal.SIGINT)
         out, err = build.communicate(timeout=30)
-    assert build.returncode != 0
+    assert build.returncode == 130
     assert "Traceback" not in out + err
     assert err.strip().splitlines()[-1].startswith("Stopped on SIGINT")
 
@@ -156,6 +156,7 @@ def test_progress_lines_when_not_a_terminal(tmp_path, slow_mirror):
     assert any("%" in line and "/s" in line for line in lines)
     assert "\x1b[" not in result.stderr
     assert len(result.stderr.splitlines()) < 60
+    assert re.search(r"^Fetched 4 files, [\d.]+ MB in \d+s \(", result.stderr, re.MULTILINE)
 
 
 def test_verbose_shows_snakemakes_job_blocks(tmp_path, slow_mirror):
@@ -283,3 +284,61 @@ def test_the_command_line_answers_mistakes_in_a_few_lines(workdir, mirror):
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) <= 5, result.stderr
     assert server.requests == []
+
+
+def test_the_command_and_the_python_call_stop_on_ctrl_c_too(tmp_path, slow_mirror):
+    root, _, table_csv, pinned = slow_mirror
+    rows = fgs_raw_single(pinned)
+    with serve(root, rate=SLOW) as server:
+        common = ["--instrument", "fgs", "--dark-type", "raw", "--single-dark", "--base-url", server.url,
+                  "--config", f"reference_table={table_csv}"]  # fmt: skip
+        call = (
+            "import sys; from mirage_reffiles import download_reffiles\n"
+            "try:\n"
+            f"    download_reffiles({str(tmp_path / 'api')!r}, instrument='fgs', dark_type='raw', single_dark=True,"
+            f" base_url={server.url!r}, config={{'reference_table': {str(table_csv)!r}}})\n"
+            "except KeyboardInterrupt as stop:\n"
+            "    print('KeyboardInterrupt:', stop)\n"
+            "    sys.exit(42)\n"
+        )
+        results = []
+        for command in (
+            [sys.executable, "-m", "mirage_reffiles.cli", str(tmp_path / "cli"), *common],
+            [sys.executable, "-c", call],
+        ):
+            before = len(dark_gets(server, rows))
+            run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)  # fmt: skip
+            wait_for(lambda before=before: len(dark_gets(server, rows)) == before + 2, what="both darks requested")
+            time.sleep(0.5)
+            sent = time.monotonic()
+            os.killpg(run.pid, signal.SIGINT)
+            out, err = run.communicate(timeout=30)
+            results.append((run.returncode, out, err, time.monotonic() - sent))
+    (cli_status, _, cli_err, cli_took), (api_status, api_out, api_err, api_took) = results
+    assert cli_status == 130 and cli_took <= 2.0
+    assert re.match(
+        r"mirage-reffiles: Stopped on SIGINT: \d download\(s\) interrupted", cli_err.strip().splitlines()[-1]
+    )
+    assert api_status == 42 and api_took <= 2.0
+    assert re.search(r"KeyboardInterrupt: Stopped on SIGINT: \d download\(s\) interrupted", api_out)
+    assert "Traceback" not in cli_err + api_err
+
+
+def test_ctrl_c_before_any_download_ends_at_once(workdir, mirror):
+    # A server that takes the connection and never answers: the run waits in its probe.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        build = subprocess.Popen(command(workdir, url, mirror[2], "fgs_raw"), cwd=workdir, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+        ready, _, _ = select.select([silent], [], [], 30)
+        assert ready, "the run never asked the server"
+        sent = time.monotonic()
+        os.killpg(build.pid, signal.SIGINT)
+        out, err = build.communicate(timeout=30)
+    assert time.monotonic() - sent < 1.0
+    assert build.returncode == 130
+    assert "Traceback" not in out + err
+    assert err.strip().splitlines()[-1] == "Stopped on SIGINT before any download started."

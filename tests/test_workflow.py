@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, TABLE_CSV, Snakemake, expected_tree, tree
 from mirage_reffiles import layout
 from mirage_reffiles.table import load_table, select, standard_groups
-from mirage_reffiles.testing.server import Fault
+from mirage_reffiles.testing.server import Fault, serve
 
 
 def group_rows(table, config, name, **flags):
@@ -85,6 +85,20 @@ def test_a_local_copy_serves_as_base_url(workdir, mirror, table, local):
     assert tree(run.mirage_data) == expected_tree(mirror[1], rows) | {
         "mirage_env.sh": (run.mirage_data / "mirage_env.sh").read_bytes()
     }
+
+
+def test_a_keep_archives_tree_served_over_http_is_a_mirror(snakemake, server, mirror, table, tmp_path):
+    # A site keeps the archives of one build and serves them: another build takes them from there.
+    snakemake("fgs_raw", config={"single_dark": True, "keep_archives": True})
+    rows = group_rows(table, {}, "fgs_raw", single_dark=True)
+    with serve(snakemake.mirage_data / layout.ARCHIVE_DIR) as site:
+        elsewhere = Snakemake(tmp_path / "elsewhere", site.url, mirror[2])
+        elsewhere.workdir.mkdir()
+        elsewhere("fgs_raw", config={"single_dark": True})
+        assert sorted(r.path for r in site.gets()) == sorted(rows.path)
+    built = tree(elsewhere.mirage_data)
+    built.pop("mirage_env.sh")
+    assert built == expected_tree(mirror[1], rows)
 
 
 @pytest.mark.parametrize(

@@ -11,4 +11,8 @@ def __getattr__(name):
         from mirage_reffiles.api import download_reffiles
 
         return download_reffiles
+    if name == "__version__":  # the one version is pyproject.toml's, as installed
+        from importlib.metadata import version
+
+        return version("mirage-reffiles")
     raise AttributeError(f"module 'mirage_reffiles' has no attribute {name!r}")

@@ -13,6 +13,18 @@ class VerifyError(FetchError):
     """The bytes arrived but fail a check (size, SHA-256): they were discarded."""
 
 
+class TransientError(FetchError):
+    """A failure worth retrying (dropped connection, timeout, stall, 5xx, 429, an answer that is not the file)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds the server asked to wait, if it did
+
+
+class SizeError(RuntimeError):
+    """The server would not say how large a file is (``python -m mirage_reffiles.sizes``)."""
+
+
 class Interrupted(FetchError):
     """The run was asked to stop (Ctrl-C, SIGTERM, SIGHUP); what was fetched is kept for the next run."""
 

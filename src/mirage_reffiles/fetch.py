@@ -262,27 +262,22 @@ class BestEffortLog:
     def __init__(self, stream: TextIO):
         self._stream = stream
 
-    def write(self, text: str) -> int:
+    def _unless_disk_full(self, action, *args) -> int:
         try:
-            return self._stream.write(text)
+            return action(*args) or 0
         except OSError as error:
             if not is_disk_full(error):
                 raise
             return 0
 
+    def write(self, text: str) -> int:
+        return self._unless_disk_full(self._stream.write, text)
+
     def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except OSError as error:
-            if not is_disk_full(error):
-                raise
+        self._unless_disk_full(self._stream.flush)
 
     def close(self) -> None:
-        try:
-            self._stream.close()
-        except OSError as error:
-            if not is_disk_full(error):
-                raise
+        self._unless_disk_full(self._stream.close)
 
 
 def fetch_logged(request: FetchRequest, log_path: str | Path, fetcher: Callable = fetch) -> Path:

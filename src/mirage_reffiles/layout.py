@@ -29,6 +29,17 @@ def _workflow_dir() -> Path:
 WORKFLOW_DIR = _workflow_dir()
 
 
+def add_table_options(parser) -> None:
+    """``--table`` and ``--output`` for a command that updates the table (an ``argparse`` parser)."""
+    parser.add_argument("--table", type=Path, default=SHIPPED_TABLE, help="table to update (default: the shipped one)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to write the result (default: the table itself; for the table inside an installed "
+        "package, reference_files.csv here: use it with --config reference_table=...)",
+    )
+
+
 def table_output(table: Path, output: Path | None) -> Path:
     """Where a command that updates ``table`` writes it: ``output`` if given, else the table
     itself, except the one inside an installed package (a copy in the working directory)."""

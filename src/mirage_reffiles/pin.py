@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mirage_reffiles.layout import SHIPPED_TABLE, table_output
+from mirage_reffiles.layout import add_table_options, table_output
 from mirage_reffiles.records import read_record
 from mirage_reffiles.table import load_table
 
@@ -43,13 +43,7 @@ def pin_table(table: pd.DataFrame, mirage_data: Path) -> tuple[pd.DataFrame, lis
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mirage_data", type=Path, help="a tree built by this workflow, whose downloads you trust")
-    parser.add_argument("--table", type=Path, default=SHIPPED_TABLE, help="table to update (default: the shipped one)")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        help="where to write the result (default: the table itself; for the table inside an installed "
-        "package, reference_files.csv here: use it with --config reference_table=...)",
-    )
+    add_table_options(parser)
     args = parser.parse_args(argv)
     table = load_table(args.table)
     pinned, done = pin_table(table, args.mirage_data)

@@ -13,18 +13,14 @@ import argparse
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pandas as pd
 import requests
 
-from mirage_reffiles.layout import SHIPPED_TABLE, default_base_url, table_output
+from mirage_reffiles.errors import SizeError
+from mirage_reffiles.layout import add_table_options, default_base_url, table_output
 from mirage_reffiles.table import load_table
 from mirage_reffiles.transfer.http import USER_AGENT
-
-
-class SizeError(RuntimeError):
-    pass
 
 
 def remote_size(session: requests.Session, url: str, timeout: float = 30) -> tuple[int, str]:
@@ -62,13 +58,7 @@ def refresh_sizes(table: pd.DataFrame, base_url: str, jobs: int = 8) -> pd.DataF
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", type=Path, default=SHIPPED_TABLE, help="table to update (default: the shipped one)")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        help="where to write the result (default: the table itself; for the table inside an installed "
-        "package, reference_files.csv here: use it with --config reference_table=...)",
-    )
+    add_table_options(parser)
     parser.add_argument(
         "--base-url", default=default_base_url(), help="server to ask (default: $MIRAGE_REFFILES_BASE_URL, else STScI)"
     )

@@ -49,6 +49,7 @@ QUIET_MESSAGES = (
     "Building DAG of jobs",
     "host:",
     "Removing output files of failed job",
+    "Reasons:",
 )
 #: Snakemake's warnings that say nothing here: a failed download never leaves an output
 #: behind, so there is never a previous version of an update() output to restore.
@@ -170,6 +171,17 @@ class Display:
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="mirage-reffiles display", daemon=True)
         self._thread.start()
+
+    def summary(self) -> str | None:
+        """One line for the end of a run: what it fetched, how fast; None when it fetched nothing."""
+        if not self.board.finished_files:
+            return None
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        done = self.board.finished_bytes
+        return (
+            f"Fetched {self.board.finished_files} files, {human_bytes(done)} in {human_time(elapsed)} "
+            f"({human_bytes(done / elapsed)}/s)"
+        )
 
     def stop(self) -> None:
         """Stop redrawing and take the block off the terminal."""

@@ -30,7 +30,13 @@ def export_lines(environment: dict[str, str]) -> str:
 
 
 def write_env_file(mirage_data: Path, environment: dict[str, str]) -> Path:
-    """Write the export lines to ``MIRAGE_DATA/mirage_env.sh``; return its path."""
+    """Write the export lines to ``MIRAGE_DATA/mirage_env.sh``; return its path.
+
+    A file that already says the same is left alone, so a build over a
+    complete tree (perhaps mounted read-only) writes nothing.
+    """
     path = mirage_data / ENV_FILE
-    write_atomically(path, "# Source this file to point Mirage at these reference files.\n" + export_lines(environment))
+    text = "# Source this file to point Mirage at these reference files.\n" + export_lines(environment)
+    if not (path.is_file() and path.read_text() == text):
+        write_atomically(path, text)
     return path

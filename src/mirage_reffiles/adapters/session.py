@@ -8,13 +8,16 @@ with a few lines and no traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import sys
 
 from mirage_reffiles import interrupt
 from mirage_reffiles.adapters.display import Display, human_bytes
 from mirage_reffiles.errors import RunRefused, UsageError
+from mirage_reffiles.transfer.progress import BOARD
 
 #: Signals that ask a run to stop: Ctrl-C, scancel or a time limit, a dropped ssh session.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -33,8 +36,10 @@ def snakemake_logger() -> logging.Logger:
     return logger
 
 
-def begin(verbose: bool, interval: float) -> Display:
-    """While the workflow is read: filter Snakemake's messages through a new display."""
+def begin(verbose: bool, interval: float, main: bool = True) -> Display:
+    """While the workflow is read: filter Snakemake's messages through a new display, and
+    stop at once on a signal. Not ``main`` (a module of another workflow): the signals stay
+    the host's."""
     global _display
     interrupt.STOP.clear()
     interrupt.STOPPED.clear()
@@ -42,8 +47,32 @@ def begin(verbose: bool, interval: float) -> Display:
     if _display is not None:
         _display.detach(snakemake_logger())
     _display = Display(interval=interval, verbose=verbose)
+    if not main:  # a module: what the run prints, and its signals, are the host workflow's
+        return _display
     _display.attach(snakemake_logger())
+    if not QUIET:  # the Python API's caller keeps Python's own Ctrl-C until jobs run
+        _install(_before_jobs)
     return _display
+
+
+def _before_jobs(signum, frame):
+    """A stop signal while the workflow is read or its jobs planned: nothing is being fetched."""
+    interrupt.STOP.set()
+    if BOARD.running():  # a cluster job's download (no onstart there): it stops at its next read
+        return
+    name = signal.Signals(signum).name
+    with contextlib.suppress(OSError):
+        print(f"Stopped on {name} before any download started.", file=sys.stderr, flush=True)
+    os._exit(128 + signum)  # nothing is open for writing yet: no need to unwind Snakemake
+
+
+def _install(handler) -> None:
+    for number in STOP_SIGNALS:
+        try:
+            previous = signal.signal(number, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            return
+        _restore.setdefault(number, previous)
 
 
 def plan(files: int, total_bytes: int) -> None:
@@ -67,24 +96,25 @@ def _on_signal(scheduler):
 def start(workflow) -> None:
     """When jobs are about to run: stop on a signal, and show progress."""
     _display.attach(snakemake_logger())  # handlers added since the workflow was read
-    handler = _on_signal(getattr(workflow, "scheduler", None))
-    for number in STOP_SIGNALS:
-        try:
-            _restore[number] = signal.signal(number, handler)
-        except ValueError:  # not the main thread: leave signals alone
-            break
+    _install(_on_signal(getattr(workflow, "scheduler", None)))
     _display.start()
 
 
 def end(success: bool) -> None:
-    """When the jobs are over: the display comes down; a stopped run says what it kept."""
+    """When the jobs are over: the display comes down; a stopped run says what it kept and
+    ends here, with the exit status of a run a signal ended."""
     for number, previous in _restore.items():
         signal.signal(number, previous)
     _restore.clear()
     if _display is not None:
         _display.stop()
+        if success and not QUIET and (line := _display.summary()):
+            print(line, file=sys.stderr, flush=True)
     if interrupt.STOP.is_set() and not QUIET:
         print(stopped_line(), file=sys.stderr, flush=True)
+        # The shell's convention for a run a signal ended (130 for Ctrl-C), instead of Snakemake's 1.
+        signum = signal.Signals[_signal_name[0]] if _signal_name else signal.SIGINT
+        raise SystemExit(128 + signum)
 
 
 def stopped_line() -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 from mirage_reffiles import interrupt
-from mirage_reffiles.errors import FetchError, Interrupted, VerifyError
+from mirage_reffiles.errors import FetchError, Interrupted, TransientError, VerifyError
 from mirage_reffiles.transfer.partial import NoStore, PartialStore, remove_partial
 from mirage_reffiles.transfer.progress import Progress
 
@@ -36,14 +36,6 @@ TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 PAGE_TYPES = frozenset({"text/html", "text/plain"})
 #: The longest one read on the socket may block, in seconds.
 TICK = 0.5
-
-
-class TransientError(FetchError):
-    """A failure worth retrying (dropped connection, timeout, 5xx, 429)."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class Sink(Protocol):

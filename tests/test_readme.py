@@ -1,0 +1,91 @@
+"""Every command the README shows, run as written.
+
+Each ```bash block runs as one bash script (so an `export` carries to the
+lines after it) and each ```python block as one Python program, from a copy of
+this checkout, as a user would from a clone. Three things differ from a user's
+machine, none of them in the commands: the README's example folder `/data/`
+is a scratch folder; `$MIRAGE_REFFILES_BASE_URL` points at a local synthetic
+mirror instead of STScI (no internet here); and the copy's table is pinned to
+that mirror. Set-up lines (pip, conda, sudo) are what CI itself runs, the
+test command is this suite, and the cluster profile needs an account on a
+real cluster (tests/test_slurm.py runs it on a local one): those are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from mirage_reffiles.testing.server import serve
+
+README = (REPO / "README.md").read_text()
+BLOCKS = re.findall(r"```(bash|python)\n(.*?)```", README, re.DOTALL)
+#: Lines not run here, and why.
+SKIPPED = {
+    "pip install": "set-up: .ci/run installs exactly this",
+    "conda ": "set-up with conda: no conda channel is reachable here",
+    "sudo ": "set-up: .ci/run installs SLURM",
+    "python -m pytest": "the test command: this very suite",
+    "snakemake --profile profiles/slurm": "needs a SLURM account: tests/test_slurm.py runs the profile",
+}
+
+
+def runnable(code: str) -> str:
+    """The block without the lines that are not run here (a continued line goes with its first)."""
+    lines, skipping = [], False
+    for line in code.splitlines():
+        if not skipping and line.strip().startswith(tuple(SKIPPED)):
+            skipping = True
+        if not skipping:
+            lines.append(line)
+        if not line.rstrip().endswith("\\"):
+            skipping = False
+    return "\n".join(lines)
+
+
+def test_the_readme_has_commands_and_says_what_is_skipped():
+    assert len(BLOCKS) >= 8
+    assert any("snakemake status" in code for _, code in BLOCKS)
+    skipped = [line for _, code in BLOCKS for line in code.splitlines() if line.strip().startswith(tuple(SKIPPED))]
+    assert len(skipped) <= 5, skipped
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory, mirror):
+    """A copy of this checkout whose table is pinned to the local mirror."""
+    copy = tmp_path_factory.mktemp("clone") / "mirage-reffiles"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".git", ".snakemake", "build", "dist", "__pycache__",
+                                                               "demo", "mirage_data", "repair"))  # fmt: skip
+    shutil.copy(mirror[2], copy / "config/reference_files.csv")
+    return copy
+
+
+def test_every_readme_command_works_as_typed(checkout, mirror, tmp_path):
+    scratch = tmp_path / "data"
+    with serve(mirror[0]) as server:
+        env = {key: value for key, value in os.environ.items() if key not in ("MIRAGE_DATA", "CRDS_PATH")}
+        env |= {"MIRAGE_REFFILES_BASE_URL": server.url, "PYTHONPATH": str(checkout / "src")}
+        for number, (language, code) in enumerate(BLOCKS):
+            script = runnable(code).replace("/data/", f"{scratch}/")
+            if not script.strip():
+                continue
+            if language == "bash":
+                command = ["bash", "-euo", "pipefail", "-c", script]
+            else:
+                command = [sys.executable, "-c", script]
+            result = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
+            assert result.returncode == 0, (
+                f"README block {number}:\n{code}\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
+            )
+            assert "Traceback" not in result.stderr, f"README block {number}:\n{result.stderr[-3000:]}"
+    # The commands built real trees: the main one, and the command's and the Python call's.
+    assert (scratch / "mirage_data/mirage_env.sh").is_file()
+    assert (scratch / "mirage/mirage_data/mirage_env.sh").is_file()
+    assert Path(checkout / "status.csv").is_file()
