@@ -106,7 +106,7 @@ try:
     GRISM_ROWS = grism_rows(
         GRISM_TABLE,
         {name: config[f"{name}_grism_version"] for name in GRISM_INSTRUMENTS},
-        as_base_url(config["grism_base_url"]),
+        as_base_url(config["grism_base_url"] or layout.default_grism_base_url()),
     )
     for name, group in grism_groups().items():
         GROUPS[name] = group
