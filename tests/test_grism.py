@@ -225,3 +225,17 @@ def test_an_unsafe_member_refuses_the_archive(run, grism_mirror):
     log = (run.mirage_data / f".reffiles/logs/niriss_grism_{newest('niriss')}.log").read_text()
     assert "unsafe member" in log and "'..'" in log
     assert not (run.mirage_data / "niriss").exists() and not list(run.mirage_data.parent.rglob("escaped.conf"))
+
+
+def test_verify_finds_a_damaged_grism_file_and_repair_fetches_the_folder_again(run, github, grism_mirror):
+    run("niriss_grism")
+    folder = run.mirage_data / grism_folder("niriss")
+    victim = sorted(folder.iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:-1])
+    result = run("verify", "--cores", "1", check=False)
+    assert result.returncode != 0 and f"DAMAGED niriss_grism_{newest('niriss')}" in result.stdout
+    github.requests.clear()
+    run("repair")
+    assert current(run.mirage_data, "niriss") == grism_mirror[2]["niriss"][newest("niriss")]
+    assert len(github.gets()) == 1
+    run("verify", "--cores", "1")
