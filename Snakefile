@@ -10,6 +10,7 @@ include: "rules/common.smk"
 include: "rules/fetch.smk"
 include: "rules/grism.smk"
 include: "rules/report.smk"
+include: "rules/crds.smk"
 
 
 rule all:

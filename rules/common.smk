@@ -261,6 +261,17 @@ def get_fetch_request(wildcards, input):
     )
 
 
+def get_retry_policy():
+    return RetryPolicy(
+        retries=config["retries"],
+        connect_timeout=config["connect_timeout"],
+        read_timeout=config["read_timeout"],
+        min_speed=config["min_speed"],
+        stall_window=config["stall_window"],
+        max_retry_after=config["max_retry_after"],
+    )
+
+
 def get_unknown_target(wildcards):
     raise session.refuse(
         UsageError(
@@ -272,10 +283,15 @@ def get_unknown_target(wildcards):
 
 def report_environment(log):
     """Write MIRAGE_DATA/mirage_env.sh and show the lines Mirage needs, after a build."""
-    if not ANNOUNCED:  # no target group was built (status, verify, ...)
+    if not ANNOUNCED and not CRDS_PLANS:  # nothing was built (status, verify, ...)
         return
+    # The offline lines once this build filled the CRDS cache for the context.
+    filled = CRDS_PLANS or crds_cache.is_filled(CRDS_PATH, config["crds_context"])
     environment = mirage_environment(
-        MIRAGE_DATA, config["crds_path"], config["crds_server_url"]
+        MIRAGE_DATA,
+        config["crds_path"],
+        config["crds_server_url"],
+        crds_context=config["crds_context"] if filled else None,
     )
     path = write_env_file(MIRAGE_DATA, environment)
     if not config["announce_environment"]:

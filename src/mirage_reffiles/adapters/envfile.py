@@ -9,19 +9,45 @@ from pathlib import Path
 from mirage_reffiles.disk import write_atomically
 from mirage_reffiles.layout import ENV_FILE
 
+#: A CRDS server URL with the word "serverless": crds attempts no network at all.
+SERVERLESS_URL = "https://jwst-serverless-mode.stsci.edu"
 
-def mirage_environment(mirage_data: Path, crds_path: str, crds_server_url: str) -> dict[str, str]:
-    """MIRAGE_DATA plus the two CRDS variables Mirage asks its users to set.
+#: One comment line per variable, written above it in mirage_env.sh.
+COMMENTS = {
+    "MIRAGE_DATA": "Mirage's reference files.",
+    "CRDS_PATH": "The CRDS cache: mappings, config and reference files.",
+    "CRDS_SERVER_URL": "Where crds asks for best references and downloads what the cache lacks.",
+    "CRDS_CONTEXT": "The pinned CRDS context the cache was filled for: crds resolves with it and no server.",
+    "CRDS_READONLY_CACHE": "crds never writes to the cache (it may be shared and read-only).",
+}
+OFFLINE_COMMENTS = {
+    "CRDS_SERVER_URL": "Serverless: crds makes no network attempt and resolves from the cache alone (offline nodes).",
+}
+
+
+def crds_path_of(crds_path: str) -> Path:
+    """The CRDS cache a setting names: blank means ``$CRDS_PATH`` if set, else CRDS's own ``~/crds_cache``."""
+    return Path(crds_path or os.environ.get("CRDS_PATH") or str(Path.home() / "crds_cache")).expanduser()
+
+
+def mirage_environment(
+    mirage_data: Path, crds_path: str, crds_server_url: str, crds_context: str | None = None
+) -> dict[str, str]:
+    """MIRAGE_DATA plus the CRDS variables Mirage asks its users to set.
 
     A blank ``crds_path`` means ``$CRDS_PATH`` if set, else CRDS's own
-    default, ``~/crds_cache``.
+    default, ``~/crds_cache``. With ``crds_context`` (a cache this build
+    filled for that context) the CRDS lines are those of an offline node: the
+    pinned context, a serverless URL and a read-only cache.
     """
-    crds = crds_path or os.environ.get("CRDS_PATH") or str(Path.home() / "crds_cache")
-    return {
+    environment = {
         "MIRAGE_DATA": str(mirage_data),
-        "CRDS_PATH": str(Path(crds).expanduser()),
+        "CRDS_PATH": str(crds_path_of(crds_path)),
         "CRDS_SERVER_URL": crds_server_url,
     }
+    if crds_context:
+        environment.update(CRDS_SERVER_URL=SERVERLESS_URL, CRDS_CONTEXT=crds_context, CRDS_READONLY_CACHE="1")
+    return environment
 
 
 def export_lines(environment: dict[str, str]) -> str:
@@ -30,13 +56,23 @@ def export_lines(environment: dict[str, str]) -> str:
 
 
 def write_env_file(mirage_data: Path, environment: dict[str, str]) -> Path:
-    """Write the export lines to ``MIRAGE_DATA/mirage_env.sh``; return its path.
+    """Write the export lines, each below a comment, to ``MIRAGE_DATA/mirage_env.sh``; return its path.
 
     A file that already says the same is left alone, so a build over a
     complete tree (perhaps mounted read-only) writes nothing.
     """
     path = mirage_data / ENV_FILE
-    text = "# Source this file to point Mirage at these reference files.\n" + export_lines(environment)
+    offline = environment.get("CRDS_SERVER_URL") == SERVERLESS_URL
+    lines = ["# Source this file to point Mirage at these reference files.\n"]
+    if offline:
+        lines.append(
+            "# For nodes without internet. Online, use: export CRDS_SERVER_URL=https://jwst-crds.stsci.edu"
+            " and unset CRDS_CONTEXT CRDS_READONLY_CACHE (crds then fetches what the cache lacks).\n"
+        )
+    for name, value in environment.items():
+        comment = (OFFLINE_COMMENTS if offline else {}).get(name) or COMMENTS.get(name)
+        lines.append(f"# {comment}\n{export_lines({name: value})}")
+    text = "".join(lines)
     if not (path.is_file() and path.read_text() == text):
         write_atomically(path, text)
     return path

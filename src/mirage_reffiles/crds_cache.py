@@ -1,0 +1,443 @@
+"""A CRDS cache that resolves with no server: the mappings of a pinned context, the cache's
+config files, and every reference file Mirage asks for, each one downloaded and checked.
+
+The selection rules are CRDS's own: :func:`best_references` asks the real
+``crds`` library (the ``crds`` extra), in a separate process with a clean
+environment, so that ``crds``'s global state never reaches the calling
+process. The server is only asked through its JSON-RPC calls
+(``get_server_info``, ``get_mapping_names``, ``get_file_info_map``) and its
+download URLs.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from mirage_reffiles.adapters.envfile import SERVERLESS_URL
+from mirage_reffiles.disk import exclusive, require_free_space, write_atomically
+from mirage_reffiles.errors import FetchError, ServerUnreachable, UsageError, VerifyError
+from mirage_reffiles.transfer.http import Expected, RetryPolicy, download
+from mirage_reffiles.transfer.partial import remove_partial
+
+OBSERVATORY = "jwst"
+#: Mirage's reference types (mirage/utils/constants.py: CRDS_FILE_TYPES).
+MIRAGE_TYPES = ("mask", "distortion", "gain", "ipc", "linearity", "area", "saturation", "superbias", "flat", "photom")
+#: Columns of the modes file: the FITS keywords Mirage passes to crds.getreferences.
+MODE_COLUMNS = ("INSTRUME", "DETECTOR", "FILTER", "PUPIL", "READPATT", "EXP_TYPE", "SUBARRAY", "CHANNEL",
+                "DATE-OBS", "TIME-OBS")  # fmt: skip
+REQUIRED_COLUMNS = ("INSTRUME", "DETECTOR", "FILTER", "PUPIL", "READPATT", "EXP_TYPE")
+INSTRUMENTS = ("NIRCAM", "NIRISS", "FGS")
+#: This build's own files inside the cache (plans, partial downloads, locks, logs).
+STATE_DIR = ".reffiles"
+#: Mappings downloaded at once while a plan is made.
+MAPPING_DOWNLOADS = 8
+
+
+def state_dir(crds_path: Path) -> Path:
+    return Path(crds_path) / STATE_DIR
+
+
+def reference_path(crds_path: Path, instrument: str, name: str) -> Path:
+    """Where crds looks for a reference file (``ref_cache_subdir_mode`` "instrument")."""
+    return Path(crds_path) / "references" / OBSERVATORY / instrument.lower() / name
+
+
+def read_modes(path: str | Path) -> list[dict[str, str]]:
+    """The observing modes of a CSV file, one per row, as the FITS keywords crds expects.
+
+    Blank cells are left out (SUBARRAY and CHANNEL apply to some modes only).
+    Raises :class:`UsageError` for an unknown column or instrument or a missing value.
+    """
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(line for line in handle if not line.lstrip().startswith("#")))
+            columns = [name.strip().upper() for name in (rows[0].keys() if rows else [])]
+    except OSError as error:
+        raise UsageError(f"cannot read the CRDS modes file {path}: {error.strerror}") from None
+    if not rows:
+        raise UsageError(f"the CRDS modes file {path} lists no observing mode")
+    if unknown := sorted(set(columns) - set(MODE_COLUMNS)):
+        raise UsageError(f"{path}: unknown column {', '.join(unknown)}; the columns are: {', '.join(MODE_COLUMNS)}")
+    modes = []
+    for number, row in enumerate(rows, start=2):
+        mode = {key.strip().upper(): (value or "").strip().upper() for key, value in row.items() if key}
+        mode = {key: value for key, value in mode.items() if value}
+        if missing := [key for key in REQUIRED_COLUMNS if key not in mode]:
+            raise UsageError(
+                f"{path}, line {number}: no {', '.join(missing)}; each mode needs {', '.join(REQUIRED_COLUMNS)}"
+            )
+        if mode["INSTRUME"] not in INSTRUMENTS:
+            raise UsageError(f"{path}, line {number}: unknown instrument {mode['INSTRUME']!r}; "
+                             f"Mirage simulates {', '.join(INSTRUMENTS)}")  # fmt: skip
+        modes.append(mode)
+    return modes
+
+
+#: Each instrument's imaging EXP_TYPE: Mirage asks CRDS with it whatever the mode (its constants.EXPTYPES).
+IMAGING_EXP_TYPES = {"NIRCAM": "NRC_IMAGE", "NIRISS": "NIS_IMAGE", "FGS": "FGS_IMAGE"}
+
+
+def mode_from_yaml(path: str | Path) -> dict[str, str]:
+    """The observing mode Mirage asks CRDS about for one of its input yaml files.
+
+    As Mirage's ``crds_tools.dict_from_yaml``: the instrument, readout pattern,
+    filter and pupil as written; the detector from the array name (``NRCA5_FULL``
+    is ``NRCALONG``, ``FGS1_FULL`` is ``GUIDER1``); a full-frame SUBARRAY; the
+    instrument's imaging EXP_TYPE; for NIRCam the channel its detector belongs to.
+    """
+    import yaml
+
+    try:
+        with open(path) as handle:
+            settings = yaml.safe_load(handle)
+        instrument = str(settings["Inst"]["instrument"]).upper()
+        readout = settings["Readout"]
+        detector = str(readout["array_name"]).split("_")[0].upper().replace("5", "LONG")
+        mode = {"INSTRUME": instrument, "DETECTOR": detector, "FILTER": str(readout["filter"]).upper(),
+                "PUPIL": str(readout["pupil"]).upper(), "READPATT": str(readout["readpatt"]).upper()}  # fmt: skip
+    except OSError as error:
+        raise UsageError(f"cannot read the Mirage yaml file {path}: {error.strerror}") from None
+    except (yaml.YAMLError, KeyError, TypeError) as error:
+        raise UsageError(f"{path} is not a Mirage input yaml file (no {error})") from None
+    if instrument not in INSTRUMENTS:
+        raise UsageError(f"{path}: unknown instrument {instrument!r}; Mirage simulates {', '.join(INSTRUMENTS)}")
+    if instrument == "FGS":
+        mode["DETECTOR"] = f"GUIDER{detector[-1]}"
+    if instrument == "NIRCAM":
+        mode["CHANNEL"] = "LONG" if detector.endswith("LONG") else "SHORT"
+    return {**mode, "EXP_TYPE": IMAGING_EXP_TYPES[instrument], "SUBARRAY": "FULL"}
+
+
+def gather_modes(modes_file: str | Path | None, yaml_files: Iterable[str | Path]) -> list[dict[str, str]]:
+    """The distinct modes of a modes file and of Mirage yaml files, in order."""
+    modes = (read_modes(modes_file) if modes_file else []) + [mode_from_yaml(path) for path in sorted(yaml_files)]
+    distinct = {json.dumps(mode, sort_keys=True): mode for mode in modes}
+    if not distinct:
+        raise UsageError("no observing mode for the crds target: set crds_modes or crds_yaml_glob")
+    return list(distinct.values())
+
+
+def describe(mode: dict[str, str]) -> str:
+    return " ".join(mode[key] for key in ("INSTRUME", "DETECTOR", "FILTER", "PUPIL", "EXP_TYPE"))
+
+
+# --- The server: JSON-RPC and downloads -------------------------------------------------
+
+
+def rpc(server_url: str, method: str, *params, timeout: float = 60.0):
+    """The result of one CRDS JSON-RPC call; the server's error as :class:`UsageError`."""
+    url = f"{server_url.rstrip('/')}/json/{method}/mirage-reffiles-{uuid.uuid4()}/"
+    body = json.dumps({"jsonrpc": "1.0", "method": method, "params": list(params), "id": 1}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise ServerUnreachable(f"the CRDS server {server_url} did not answer {method}: {reason}") from None
+    if answer.get("error"):
+        error = answer["error"]
+        message = error.get("message", error) if isinstance(error, dict) else error
+        raise UsageError(f"the CRDS server {server_url} refused {method}: {message}")
+    result = answer.get("result")
+    if isinstance(result, dict) and "crds_encoded" in result:
+        result = json.loads(gzip.decompress(base64.b64decode(result["crds_payload"])))
+    return result
+
+
+def file_info(server_url: str, names: list[str]) -> dict[str, dict]:
+    """``{name: {"size": int, "sha1sum": str}}`` from the server; a file it does not know is an error."""
+    info = rpc(server_url, "get_file_info_map", OBSERVATORY, names, ["size", "sha1sum"])
+    unknown = [name for name in names if not isinstance(info.get(name), dict)]
+    if unknown:
+        raise UsageError(f"the CRDS server {server_url} has no file {', '.join(unknown[:5])}")
+    return {name: {"size": int(info[name]["size"]), "sha1sum": info[name]["sha1sum"]} for name in names}
+
+
+class Sha1Sink:
+    """A download sink that only hashes: the partial file holds the bytes, this their SHA-1."""
+
+    def __init__(self) -> None:
+        self.sha1 = hashlib.sha1()
+
+    def write(self, chunk: bytes) -> None:
+        self.sha1.update(chunk)
+
+    def reset(self) -> None:
+        self.sha1 = hashlib.sha1()
+
+
+def fetch_checked(url: str, final: Path, size: int, sha1sum: str, crds_path: Path,
+                  policy: RetryPolicy | None = None, log: TextIO | None = None) -> Path:  # fmt: skip
+    """Download ``url`` to ``final``: resumable, and renamed into place only once its size and SHA-1 match.
+
+    A file already at ``final`` is done (it took that name only after its checks).
+    On a SHA-1 mismatch the bytes are deleted and :class:`VerifyError` raised.
+    """
+    state = state_dir(crds_path)
+    with exclusive(state / "locks" / f"{final.name}.lock", final.name, log):
+        if final.is_file():
+            return final
+        partial = state / "partial" / f"{final.name}.part"
+        sink = Sha1Sink()
+
+        def reserve(remaining: int) -> None:
+            require_free_space(partial, remaining, final.name)
+
+        download(url, partial, sink, expected=Expected(size=size), policy=policy, reserve=reserve, log=log)
+        if sink.sha1.hexdigest() != sha1sum.lower():
+            remove_partial(partial)
+            raise VerifyError(f"{url}: sha1 check failed: got {sink.sha1.hexdigest()}, the CRDS server says "
+                              f"{sha1sum}; the bad bytes were discarded")  # fmt: skip
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, final)
+    return final
+
+
+def fetch_reference(crds_path: Path, reference_url: str, name: str, instrument: str, size: int, sha1sum: str,
+                    policy: RetryPolicy | None = None, log: TextIO | None = None) -> Path:  # fmt: skip
+    """Fetch one reference file into the cache, checked; once more from the start if its bytes were wrong."""
+    final = reference_path(crds_path, instrument, name)
+    try:
+        return fetch_checked(reference_url + name, final, size, sha1sum, crds_path, policy, log)
+    except VerifyError as error:
+        print(f"{name}: {error}; fetching it once more from the start", file=log or sys.stderr, flush=True)
+        return fetch_checked(reference_url + name, final, size, sha1sum, crds_path, policy, log)
+
+
+def fetch_reference_logged(log_path: str | Path, **request) -> Path:
+    """:func:`fetch_reference` for a build job, its messages and any failure in ``log_path``."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", buffering=1) as log:
+        try:
+            return fetch_reference(log=log, **request)
+        except FetchError as error:
+            print(f"{request['name']}: {error}", file=log, flush=True)
+            raise FetchError(f"{request['name']}: {error}") from None
+
+
+# --- The cache's mappings and config files ----------------------------------------------
+
+
+def server_config(context: str) -> str:
+    """The smallest ``config/jwst/server_config`` with which crds resolves from the cache alone."""
+    config = {
+        "observatory": OBSERVATORY,
+        "latest_context": context,
+        "operational_context": context,
+        "last_synced": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "force_remote_mode": False,
+        "bad_files_list": [],
+    }
+    return repr(config) + "\n"
+
+
+def fill_mappings(crds_path: Path, server_url: str, context: str, policy: RetryPolicy | None = None,
+                  log: TextIO | None = None) -> list[str]:  # fmt: skip
+    """Fetch every mapping of ``context`` (checked) and write the cache's config files; returns their names."""
+    try:
+        names = rpc(server_url, "get_mapping_names", context)
+    except UsageError:
+        names = []
+    if not names or context not in names:
+        raise UsageError(f"the CRDS server {server_url} has no context {context!r}; pick one it has"
+                         " (https://jwst-crds.stsci.edu lists them) as crds_context")  # fmt: skip
+    info = file_info(server_url, names)
+    mapping_url = rpc(server_url, "get_server_info")["mapping_url"][OBSERVATORY]
+    folder = Path(crds_path) / "mappings" / OBSERVATORY
+
+    def fetch_one(name: str) -> Path:
+        return fetch_checked(mapping_url + name, folder / name, info[name]["size"], info[name]["sha1sum"],
+                             crds_path, policy, log)  # fmt: skip
+
+    with ThreadPoolExecutor(MAPPING_DOWNLOADS) as pool:
+        list(pool.map(fetch_one, names))
+    config = Path(crds_path) / "config" / OBSERVATORY
+    write_atomically(config / "ref_cache_subdir_mode", "instrument\n")
+    write_atomically(config / "server_config", server_config(context))
+    return names
+
+
+# --- Best references, computed by crds with no server ----------------------------------
+
+
+def offline_environment(crds_path: Path, context: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (this process's environment) without any CRDS_ setting, plus those of a serverless cache."""
+    environment = {key: value for key, value in (base or os.environ).items() if not key.startswith("CRDS_")}
+    return {
+        **environment,
+        "CRDS_PATH": str(crds_path),
+        "CRDS_SERVER_URL": SERVERLESS_URL,
+        "CRDS_CONTEXT": context,
+        "CRDS_MODE": "local",
+        "CRDS_READONLY_CACHE": "1",
+    }
+
+
+def best_references(crds_path: Path, context: str, modes: list[dict[str, str]], types: Iterable[str]) -> list[dict]:
+    """For each mode, ``{type: reference name or "NOT FOUND ..."}`` as crds computes it from the cache alone.
+
+    crds runs in a child process: ``import crds`` writes its defaults into
+    ``os.environ`` and keeps module-level state, which must not reach this one.
+    """
+    package_root = str(Path(__file__).resolve().parents[1])
+    environment = offline_environment(crds_path, context)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
+    question = json.dumps({"context": context, "modes": modes, "types": list(types)})
+    done = subprocess.run([sys.executable, "-m", "mirage_reffiles.crds_cache"], input=question, env=environment,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        if "No module named 'crds'" in done.stderr:
+            last = "the crds package is not installed: pip install 'mirage-reffiles[crds]'"
+        raise UsageError(f"crds could not compute best references for {context}: {last}")
+    return json.loads(done.stdout)
+
+
+def _answer_best_references() -> None:
+    """The child process of :func:`best_references`: a question on stdin, the answer on stdout."""
+    import crds  # the crds extra; imported here only, in a process of its own
+
+    question = json.load(sys.stdin)
+    today = datetime.date.today().isoformat()
+    answers = []
+    for mode in question["modes"]:
+        parameters = {"DATE-OBS": today, "TIME-OBS": "00:00:00", **mode}
+        found = crds.getrecommendations(parameters, reftypes=question["types"], context=question["context"],
+                                        observatory=OBSERVATORY)  # fmt: skip
+        answers.append({kind: str(found.get(kind, "NOT FOUND (no answer)")) for kind in question["types"]})
+    json.dump(answers, sys.stdout)
+
+
+# --- The plan: which reference files, where, how large ----------------------------------
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One reference file of the plan: its name, instrument folder, and the server's size and SHA-1."""
+
+    name: str
+    instrument: str
+    size: int
+    sha1sum: str
+
+
+def is_filled(crds_path: Path, context: str) -> bool:
+    """Whether the cache holds ``context`` and its config files (a plan for it was made)."""
+    if not context:
+        return False
+    config = Path(crds_path) / "config" / OBSERVATORY / "server_config"
+    return config.is_file() and (Path(crds_path) / "mappings" / OBSERVATORY / context).is_file()
+
+
+def describe_plan(crds_path: Path, references: list[Reference], per_file: bool = False) -> str:
+    """How many reference files, how large, what is still to fetch (with ``per_file``, each of those).
+
+    >>> print(describe_plan(Path("/nowhere"), [Reference("jwst_fgs_gain_0001.fits", "fgs", 2_000_000, "0")], True))
+    crds: 1 reference files in /nowhere; 1 to fetch (2.0 MB)
+      fgs/jwst_fgs_gain_0001.fits  2.0 MB
+    """
+    missing = [ref for ref in references if not reference_path(crds_path, ref.instrument, ref.name).is_file()]
+    size = sum(ref.size for ref in missing)
+    lines = [f"crds: {len(references)} reference files in {crds_path}; {len(missing)} to fetch ({size / 1e6:.1f} MB)"]
+    if per_file:
+        lines += [f"  {ref.instrument}/{ref.name}  {ref.size / 1e6:.1f} MB" for ref in missing]
+    return "\n".join(lines)
+
+
+def status_table(crds_path: Path, references: list[Reference]) -> str:
+    """Files and bytes present and missing per instrument, as the ``status`` report shows MIRAGE_DATA's."""
+    rows = {}
+    for ref in references:
+        row = rows.setdefault(ref.instrument, [0, 0, 0, 0])
+        present = reference_path(crds_path, ref.instrument, ref.name).is_file()
+        row[0 if present else 2] += 1
+        row[1 if present else 3] += ref.size
+    header = f"{'instrument':<10} {'present':>8} {'GB_present':>11} {'missing':>8} {'GB_missing':>11}"
+    lines = [
+        f"{name:<10} {a:>8} {b / 1e9:>11.2f} {c:>8} {d / 1e9:>11.2f}" for name, (a, b, c, d) in sorted(rows.items())
+    ]
+    return "\n".join([f"CRDS references in {crds_path}:", header, *lines])
+
+
+def show(text: str, log: str | Path) -> None:
+    """Print a report and keep it in ``log``."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    Path(log).write_text(text + "\n")
+    print(text, flush=True)
+
+
+def plan_key(context: str, modes: list[dict[str, str]], types: Iterable[str]) -> str:
+    """Names the plan of these choices: another context, mode or type is another plan."""
+    text = json.dumps({"context": context, "modes": modes, "types": sorted(types)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def plan_path(crds_path: Path, context: str, modes: list[dict[str, str]], types: Iterable[str]) -> Path:
+    return state_dir(crds_path) / "plans" / f"{context}.{plan_key(context, modes, types)}.json"
+
+
+def read_plan(path: Path) -> tuple[str, list[Reference]] | None:
+    """``(reference_url, references)`` of a plan written earlier; None when there is none."""
+    try:
+        plan = json.loads(path.read_text())
+        return plan["reference_url"], [Reference(**item) for item in plan["references"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def make_plan(crds_path: Path, server_url: str, context: str, modes: list[dict[str, str]], types: list[str],
+              policy: RetryPolicy | None = None, log: TextIO | None = None) -> tuple[str, list[Reference]]:  # fmt: skip
+    """The reference files these modes need, with a cache that resolves them offline.
+
+    Made once per (context, modes, types) and written last, under
+    :func:`plan_path`: a second call reads it and asks the server nothing.
+    Raises :class:`UsageError` (before any reference is downloaded) for a
+    context the server does not have and for a mode and type crds has no
+    reference for.
+    """
+    path = plan_path(crds_path, context, modes, types)
+    if (plan := read_plan(path)) is not None:
+        return plan
+    fill_mappings(crds_path, server_url, context, policy, log)
+    answers = best_references(crds_path, context, modes, types)
+    missing = [f"{describe(mode)}: {kind}: {name}" for mode, found in zip(modes, answers, strict=True)
+               for kind, name in found.items() if name.upper().startswith(("NOT FOUND", "N/A"))]  # fmt: skip
+    if missing:
+        listed = "\n  ".join(missing[:10])
+        raise UsageError(
+            f"CRDS context {context} has no reference for {len(missing)} mode and type pairs:\n  {listed}\n"
+            "remove those modes or types from crds_modes and crds_types, or pick another context"
+        )
+    instruments = {}
+    for mode, found in zip(modes, answers, strict=True):
+        for name in found.values():
+            instruments[name] = mode["INSTRUME"].lower()
+    info = file_info(server_url, sorted(instruments))
+    references = [Reference(name, instruments[name], info[name]["size"], info[name]["sha1sum"])
+                  for name in sorted(instruments)]  # fmt: skip
+    reference_url = rpc(server_url, "get_server_info")["reference_url"][OBSERVATORY]
+    plan = {"context": context, "reference_url": reference_url, "modes": modes, "types": list(types),
+            "references": [vars(reference) for reference in references]}  # fmt: skip
+    write_atomically(path, json.dumps(plan, indent=1))
+    return reference_url, references
+
+
+if __name__ == "__main__":
+    _answer_best_references()
