@@ -4,19 +4,22 @@ Each ```bash block runs as one bash script (so an `export` carries to the
 lines after it) and each ```python block as one Python program, from a copy of
 this checkout, as a user would from a clone. Three things differ from a user's
 machine, none of them in the commands: the README's example folder `/data/`
-is a scratch folder; `$MIRAGE_REFFILES_BASE_URL` and
-`$MIRAGE_REFFILES_GRISM_BASE_URL` point at local synthetic mirrors instead of
-STScI and GitHub (no internet here); and the copy's tables are pinned to
-those mirrors. Set-up lines (pip, conda, sudo) are what CI itself runs, the
-test command is this suite, and the cluster profile needs an account on a
-real cluster (tests/test_slurm.py runs it on a local one): those are skipped.
+is a scratch folder; `$MIRAGE_REFFILES_BASE_URL`, `$MIRAGE_REFFILES_GRISM_BASE_URL`
+and `$MIRAGE_REFFILES_CRDS_URL` point at local synthetic mirrors and a stand-in
+CRDS server instead of STScI's and GitHub (no internet here); and the copy's
+tables are pinned to those mirrors. Set-up
+lines (pip, conda, sudo) are what CI itself runs, the test command is this
+suite, and the cluster profile needs an account on a real cluster
+(tests/test_slurm.py runs it on a local one): those are skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from mirage_reffiles.testing.crds_server import serve_crds, write_context
 from mirage_reffiles.testing.grism import build_grism_mirror
 from mirage_reffiles.testing.server import serve
 
@@ -72,9 +76,16 @@ def checkout(tmp_path_factory, mirror):
 
 def test_every_readme_command_works_as_typed(checkout, mirror, tmp_path):
     scratch = tmp_path / "data"
-    with serve(mirror[0]) as server, serve(checkout.parent / "github") as github:
+    context = re.search(r"crds_context=(\S+\.pmap)", README).group(1)
+    write_context(tmp_path / "crds_server", context)
+    with (
+        serve(mirror[0]) as server,
+        serve_crds(tmp_path / "crds_server", context=context) as crds_server,
+        serve(checkout.parent / "github") as github,
+    ):
         env = {key: value for key, value in os.environ.items() if key not in ("MIRAGE_DATA", "CRDS_PATH")}
-        env |= {"MIRAGE_REFFILES_BASE_URL": server.url, "MIRAGE_REFFILES_GRISM_BASE_URL": github.url,
+        env |= {"MIRAGE_REFFILES_BASE_URL": server.url, "MIRAGE_REFFILES_CRDS_URL": crds_server.url,
+                "MIRAGE_REFFILES_GRISM_BASE_URL": github.url,
                 "PYTHONPATH": str(checkout / "src")}  # fmt: skip
         for number, (language, code) in enumerate(BLOCKS):
             script = runnable(code).replace("/data/", f"{scratch}/")
@@ -84,7 +95,14 @@ def test_every_readme_command_works_as_typed(checkout, mirror, tmp_path):
                 command = ["bash", "-euo", "pipefail", "-c", script]
             else:
                 command = [sys.executable, "-c", script]
-            result = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
+            block = subprocess.Popen(command, cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, start_new_session=True)  # fmt: skip
+            try:
+                out, err = block.communicate(timeout=600)
+            finally:  # a server a block started in the background ends with it, whatever happened
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(block.pid, signal.SIGTERM)
+            result = subprocess.CompletedProcess(command, block.returncode, out, err)
             assert result.returncode == 0, (
                 f"README block {number}:\n{code}\n{result.stdout[-2000:]}{result.stderr[-3000:]}"
             )
