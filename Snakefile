@@ -8,6 +8,7 @@ configfile: f"{workflow.current_basedir}/config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/fetch.smk"
+include: "rules/grism.smk"
 include: "rules/report.smk"
 include: "rules/crds.smk"
 

@@ -28,9 +28,11 @@ from mirage_reffiles.adapters.envfile import (
 )
 from mirage_reffiles.table import (
     SKIP_FLAGS,
+    combine_rows,
     load_table,
     mirage_group,
     select,
+    select_group,
     standard_groups,
     vocabulary,
 )
@@ -41,7 +43,13 @@ from mirage_reffiles.adapters.reports import (
     show_status,
     verify_tree,
 )
-from mirage_reffiles.transfer.http import Expected, RetryPolicy, as_base_urls, as_url
+from mirage_reffiles.transfer.http import (
+    Expected,
+    RetryPolicy,
+    as_base_url,
+    as_base_urls,
+    as_url,
+)
 
 # Everything the user chose is checked now: a mistake ends the run with a few
 # lines naming the fix, before any download.
@@ -81,6 +89,54 @@ try:
 except (UsageError, OSError) as error:
     raise session.refuse(error)
 
+# Rows that target groups build beside the table's, shaped like its rows (plus
+# their own `url`): previews, status, verify and repair take them alike. The
+# grism folders add theirs.
+EXTRA_ROWS = []
+
+# Mirage's grism folders (mirage_reffiles.grism; their rule: rules/grism.smk):
+# targets nircam_grism and niriss_grism, and part of `all` with grism: true.
+from mirage_reffiles.grism import (
+    GRISM_INSTRUMENTS,
+    fetch_grism,
+    grism_groups,
+    grism_request,
+    grism_rows,
+    load_grism_table,
+)
+
+try:
+    with open(WORKFLOW_DIR / "config/schemas/grism_files.schema.yaml") as handle:
+        GRISM_TABLE = load_grism_table(
+            config["grism_table"] or WORKFLOW_DIR / "config/grism_files.csv",
+            schema=yaml.safe_load(handle),
+        )
+    GRISM_ROWS = grism_rows(
+        GRISM_TABLE,
+        {name: config[f"{name}_grism_version"] for name in GRISM_INSTRUMENTS},
+        as_base_url(config["grism_base_url"] or layout.default_grism_base_url()),
+    )
+    for name, group in grism_groups().items():
+        GROUPS[name] = group
+        SELECTIONS[name] = select_group(GRISM_ROWS, group, f"group {name!r}")
+except (UsageError, OSError) as error:
+    raise session.refuse(error)
+
+EXTRA_ROWS.append(GRISM_ROWS)
+if config["grism"]:
+    SELECTIONS["all"] = combine_rows(
+        SELECTIONS["all"],
+        GRISM_ROWS[GRISM_ROWS.instrument.isin(GROUPS["all"]["instrument"])],
+    )
+
+
+def get_grism_request(wildcards):
+    """What the job for one grism folder must do (see mirage_reffiles.grism.GrismRequest)."""
+    return grism_request(
+        GRISM_TABLE, GRISM_ROWS.loc[wildcards.grism], MIRAGE_DATA, get_retry_policy()
+    )
+
+
 DARKS = TABLE[TABLE.archive == "gz"].set_index("destination", drop=False)
 TARBALLS = TABLE[TABLE.archive == "tar.gz"]
 BY_PATH = TABLE.set_index("path", drop=False)
@@ -117,6 +173,11 @@ wildcard_constraints:
     server_path=f"{one_of(TABLE.instrument)}/[^\\s]+\\.gz",
 
 
+def get_sources(row):
+    """Every place a row's file may come from: its own `url`, else each base_url in order."""
+    return [row["url"]] if row.get("url") else [url + row.path for url in BASE_URLS]
+
+
 def get_target(row):
     return str(layout.target_path(MIRAGE_DATA, row))
 
@@ -145,7 +206,8 @@ def get_group_input(name):
                     if not config["ignore_free_space"]:
                         plan.check_fits()
                     plan.check_writable()
-                    probe_any([url + plan.missing.path.iloc[0] for url in BASE_URLS])
+                    first = plan.missing.iloc[0]
+                    probe_any(get_sources(first))
                 except (SpaceError, UsageError, ServerUnreachable) as error:
                     raise session.refuse(error)
                 session.plan(len(plan.missing), plan.size_bytes)
@@ -167,6 +229,18 @@ def get_downloaded(wildcards):
     if not config["downloads_on_submit_host"]:
         return []
     return DOWNLOADED.format(server_path=get_row(wildcards).path)
+
+
+def get_retry_policy():
+    """How patiently a job fetches (the settings retries, connect_timeout, ...)."""
+    return RetryPolicy(
+        retries=config["retries"],
+        connect_timeout=config["connect_timeout"],
+        read_timeout=config["read_timeout"],
+        min_speed=config["min_speed"],
+        stall_window=config["stall_window"],
+        max_retry_after=config["max_retry_after"],
+    )
 
 
 def get_fetch_request(wildcards, input):
@@ -259,6 +333,7 @@ def get_report_params(**extra):
         "mirage_data": str(MIRAGE_DATA),
         "table": TABLE_PATH,
         "selections": {name: list(rows.file_id) for name, rows in SELECTIONS.items()},
+        "extra_rows": combine_rows(*EXTRA_ROWS).to_dict("records"),
         **extra,
     }
 
@@ -267,7 +342,8 @@ def get_repaired_targets(wildcards):
     """Targets of the rows `clear_damaged` cleared: fetching them again is the repair."""
     cleared = checkpoints.clear_damaged.get(run=REPAIR_RUN).output[0]
     with open(cleared) as handle:
-        return [get_target(TABLE.loc[file_id]) for file_id in handle.read().split()]
+        rows = combine_rows(TABLE, *EXTRA_ROWS)
+        return [get_target(rows.loc[file_id]) for file_id in handle.read().split()]
 
 
 # The bookkeeping's own checks (see mirage_reffiles.records and .verify).

@@ -4,9 +4,10 @@ Each ```bash block runs as one bash script (so an `export` carries to the
 lines after it) and each ```python block as one Python program, from a copy of
 this checkout, as a user would from a clone. Three things differ from a user's
 machine, none of them in the commands: the README's example folder `/data/`
-is a scratch folder; `$MIRAGE_REFFILES_BASE_URL` and `$MIRAGE_REFFILES_CRDS_URL`
-point at a local synthetic mirror and a stand-in CRDS server instead of STScI's
-(no internet here); and the copy's table is pinned to that mirror. Set-up
+is a scratch folder; `$MIRAGE_REFFILES_BASE_URL`, `$MIRAGE_REFFILES_GRISM_BASE_URL`
+and `$MIRAGE_REFFILES_CRDS_URL` point at local synthetic mirrors and a stand-in
+CRDS server instead of STScI's and GitHub (no internet here); and the copy's
+tables are pinned to those mirrors. Set-up
 lines (pip, conda, sudo) are what CI itself runs, the test command is this
 suite, and the cluster profile needs an account on a real cluster
 (tests/test_slurm.py runs it on a local one): those are skipped.
@@ -27,6 +28,7 @@ import pytest
 
 from conftest import REPO
 from mirage_reffiles.testing.crds_server import serve_crds, write_context
+from mirage_reffiles.testing.grism import build_grism_mirror
 from mirage_reffiles.testing.server import serve
 
 README = (REPO / "README.md").read_text()
@@ -63,11 +65,12 @@ def test_the_readme_has_commands_and_says_what_is_skipped():
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory, mirror):
-    """A copy of this checkout whose table is pinned to the local mirror."""
+    """A copy of this checkout whose tables are pinned to the local mirrors (the grism one in its ``github/``)."""
     copy = tmp_path_factory.mktemp("clone") / "mirage-reffiles"
     shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".git", ".snakemake", "build", "dist", "__pycache__",
                                                                "demo", "mirage_data", "repair"))  # fmt: skip
     shutil.copy(mirror[2], copy / "config/reference_files.csv")
+    build_grism_mirror(copy.parent / "github")[0].to_csv(copy / "config/grism_files.csv", index=False)
     return copy
 
 
@@ -75,9 +78,14 @@ def test_every_readme_command_works_as_typed(checkout, mirror, tmp_path):
     scratch = tmp_path / "data"
     context = re.search(r"crds_context=(\S+\.pmap)", README).group(1)
     write_context(tmp_path / "crds_server", context)
-    with serve(mirror[0]) as server, serve_crds(tmp_path / "crds_server", context=context) as crds_server:
+    with (
+        serve(mirror[0]) as server,
+        serve_crds(tmp_path / "crds_server", context=context) as crds_server,
+        serve(checkout.parent / "github") as github,
+    ):
         env = {key: value for key, value in os.environ.items() if key not in ("MIRAGE_DATA", "CRDS_PATH")}
         env |= {"MIRAGE_REFFILES_BASE_URL": server.url, "MIRAGE_REFFILES_CRDS_URL": crds_server.url,
+                "MIRAGE_REFFILES_GRISM_BASE_URL": github.url,
                 "PYTHONPATH": str(checkout / "src")}  # fmt: skip
         for number, (language, code) in enumerate(BLOCKS):
             script = runnable(code).replace("/data/", f"{scratch}/")
@@ -103,3 +111,4 @@ def test_every_readme_command_works_as_typed(checkout, mirror, tmp_path):
     assert (scratch / "mirage_data/mirage_env.sh").is_file()
     assert (scratch / "mirage/mirage_data/mirage_env.sh").is_file()
     assert Path(checkout / "status.csv").is_file()
+    assert (checkout / "mirage_data/niriss/GRISM_NIRISS/current").is_dir()  # the grism commands, in the checkout

@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -21,6 +22,7 @@ from typing import TextIO
 from mirage_reffiles import interrupt, layout
 from mirage_reffiles.disk import exclusive, is_disk_full, require_free_space
 from mirage_reffiles.errors import FetchError, Interrupted, UnpackError, VerifyError
+from mirage_reffiles.layout import tarball_member_destination
 from mirage_reffiles.records import Produced, Record, read_record, write_record
 from mirage_reffiles.transfer import segments
 from mirage_reffiles.transfer.http import Expected, RetryPolicy, download, is_local, local_path
@@ -29,7 +31,7 @@ from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.unpack.content import head_of, is_fits
 from mirage_reffiles.unpack.gunzip import GunzipSink, ResumableGunzipSink
 from mirage_reffiles.unpack.inflate import available as inflate_available
-from mirage_reffiles.unpack.tar import Lane, extract_tarball, move_into_place
+from mirage_reffiles.unpack.tar import Lane, Rename, extract_tarball, move_into_place
 
 
 def _finish_download(partial: Path | None, kept_archive: Path | None) -> None:
@@ -143,15 +145,21 @@ def fetch_tarball(
     kept_archive: Path | None = None,
     policy: RetryPolicy | None = None,
     lane: Lane | None = None,
+    rename: Rename = tarball_member_destination,
+    accept: Callable[[Path, list[Produced]], None] | None = None,
     log: TextIO | None = None,
     mirrors: tuple[str, ...] = (),
 ) -> Path:
     """Download a ``.tar.gz`` file and extract its members under ``mirage_data``.
 
-    Members are extracted into a staging folder (refusing unsafe ones and,
-    with ``lane``, any outside the folder its kind owns), moved into place,
-    and the record listing them is written last: it is the mark that the
-    extraction is complete. Returns the record's path.
+    Members are extracted into a staging folder (named by ``rename``,
+    refusing unsafe ones and, with ``lane``, any outside the folder its kind
+    owns), moved into place, and the record listing them is written last: it
+    is the mark that the extraction is complete. ``accept(staging, files)``
+    sees the extracted files before any moves: it raises
+    :class:`VerifyError` or :class:`UnpackError` to refuse the archive
+    (whose download is then deleted), and may clear what they replace.
+    Returns the record's path.
     """
     with exclusive(layout.lock_path(mirage_data, file_id), file_id, log):
         if _is_complete(mirage_data, file_id):
@@ -162,9 +170,13 @@ def fetch_tarball(
         check = GunzipSink(None, near=partial or staging)
         size, sha256 = _receive_checked(url, partial, check, file_id, expected, policy, 1, file_id, log, False, mirrors)
         try:
-            members = extract_tarball(partial or local_path(url), staging, log, size=check.size, lane=lane)
+            members = extract_tarball(
+                partial or local_path(url), staging, log, size=check.size, lane=lane, rename=rename
+            )
+            if accept is not None:
+                accept(staging, members)
             move_into_place(staging, mirage_data)
-        except UnpackError:
+        except (UnpackError, VerifyError):
             if partial is not None:
                 remove_partial(partial)
             raise
@@ -279,6 +291,15 @@ def _fetch_from(request: FetchRequest, url: str, mirrors: tuple[str, ...], log: 
                          lane=lane, **common)  # fmt: skip
 
 
+def twice_on_bad_bytes(once: Callable[[], Path], file_id: str, log: TextIO | None = None) -> Path:
+    """``once()``, and once more from the start when its bytes failed a check (they were discarded)."""
+    try:
+        return once()
+    except (VerifyError, UnpackError) as error:
+        print(f"{file_id}: {error}; fetching it once more from the start", file=log or sys.stderr, flush=True)
+        return once()
+
+
 class BestEffortLog:
     """A job's log that never fails the job: on a full disk its lines are dropped,
     and the download's own error (if any) says what is wrong."""
@@ -304,8 +325,9 @@ class BestEffortLog:
         self._unless_disk_full(self._stream.close)
 
 
-def fetch_logged(request: FetchRequest, log_path: str | Path) -> Path:
-    """:func:`fetch` for a build job: progress and any failure go to ``log_path``.
+def fetch_logged(request: FetchRequest, log_path: str | Path, fetcher: Callable = fetch) -> Path:
+    """``fetcher(request, log)`` (:func:`fetch` by default) for a build job: progress and any failure
+    go to ``log_path``.
 
     Build jobs run as threads of one Snakemake process: the socket layer and
     the hashing and inflating libraries release the GIL while they work. A
@@ -321,7 +343,7 @@ def fetch_logged(request: FetchRequest, log_path: str | Path) -> Path:
         handle = open(os.devnull, "w")  # noqa: SIM115 (no room for a log: the download's own error will say why)
     with contextlib.closing(BestEffortLog(handle)) as log:
         try:
-            return fetch(request, log)
+            return fetcher(request, log)
         except Interrupted as error:
             print(f"{request.file_id}: {error}; the bytes so far are kept", file=log, flush=True)
             partial = layout.partial_download_path(request.mirage_data, request.file_id, request.archive)

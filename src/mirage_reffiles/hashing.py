@@ -90,6 +90,18 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def git_blob_sha1(path: Path) -> str:
+    """The git blob SHA-1 of a file: ``sha1(b"blob <size>\\0" + bytes)``, what git names its contents by.
+
+    It pins the size as well as the bytes.
+    """
+    digest = hashlib.sha1(b"blob %d\0" % Path(path).stat().st_size)
+    with open(path, "rb") as handle:
+        while block := handle.read(READ_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def crc32_read(handle, limit: int | None = None) -> tuple[int, int]:
     """CRC-32 of what ``handle`` reads, up to ``limit`` bytes (all, by default), and how many it read."""
     crc = read = 0

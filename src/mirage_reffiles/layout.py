@@ -90,6 +90,32 @@ TARBALL_FOLDERS = {
     "distortion": "{instrument}/reference_files/distortion",
 }
 
+#: GitHub, which serves the grism repositories' archives: the default grism_base_url.
+GITHUB_BASE_URL = "https://github.com/"
+
+#: The environment variable a site sets to serve the grism archives itself.
+GRISM_BASE_URL_VARIABLE = "MIRAGE_REFFILES_GRISM_BASE_URL"
+
+
+def default_grism_base_url() -> str:
+    """Where grism archives come from when grism_base_url is blank: $MIRAGE_REFFILES_GRISM_BASE_URL if set,
+    else GitHub."""
+    return os.environ.get(GRISM_BASE_URL_VARIABLE) or GITHUB_BASE_URL
+
+
+#: Where Mirage reads an instrument's grism data: the files of one version
+#: folder of its GitHub repository (see :mod:`mirage_reffiles.grism`).
+GRISM_FOLDER = "{instrument}/GRISM_{INSTRUMENT}/current"
+
+
+def grism_folder(instrument: str) -> str:
+    """The folder under MIRAGE_DATA that holds ``instrument``'s grism files.
+
+    >>> grism_folder("nircam")
+    'nircam/GRISM_NIRCAM/current'
+    """
+    return GRISM_FOLDER.format(instrument=instrument, INSTRUMENT=instrument.upper())
+
 
 def record_path(mirage_data: str | Path, file_id: str) -> Path:
     """The JSON record of a fetched file; for a tarball, its completion record."""

@@ -96,7 +96,8 @@ class Plan:
                 download = _size(row.size_bytes, row.size_exact)
                 unpacked = _size(row.unpacked_bytes, row.unpacked_exact)
                 lines.append(f"  {row.file_id:<{width}}  {download:>12}  {unpacked:>12}")
-            lines.append("  (* estimated from Mirage's size table)" if self.estimated else "")
+            note = "  (* estimated: from Mirage's size table, or a grism folder's known sizes)"
+            lines.append(note if self.estimated else "")
         kinds = self.missing.kind.eq("dark")
         lines += [
             f"  to fetch: {len(self.missing)} files ({int(kinds.sum())} darks, {int((~kinds).sum())} archives); "

@@ -157,3 +157,10 @@ def select(
 ) -> pd.DataFrame:
     """The rows a target builds: its group, narrowed by the skip flags and single_dark."""
     return narrow(select_group(table, group, name, allowed), options)
+
+
+def combine_rows(*frames: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the table and rows shaped like them (a grism folder's) as one frame indexed by
+    ``file_id``; a column one of them lacks is blank in its rows."""
+    frames = [frame for frame in frames if len(frame)] or list(frames[:1])
+    return pd.concat(frames).fillna("") if frames else pd.DataFrame()

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from mirage_reffiles.errors import DamageFound
 from mirage_reffiles.plan import status
-from mirage_reffiles.table import load_table
+from mirage_reffiles.table import combine_rows, load_table
 from mirage_reffiles.verify import check_tree, clear_damaged, still_to_fetch, summarize
+
+
+def _rows(table: str, extra_rows: list[dict]):
+    """The table's rows and those that target groups build beside them (grism folders)."""
+    rows = load_table(table)
+    if not extra_rows:
+        return rows
+    return combine_rows(rows, pd.DataFrame(list(extra_rows), dtype=str).set_index("file_id", drop=False))
 
 
 def _selections(table, selections: dict[str, list[str]]):
@@ -24,9 +34,9 @@ def _show(text: str, log: str | Path) -> None:
     print(text, flush=True)
 
 
-def show_status(mirage_data: str, table: str, selections: dict, csv: str, log: str) -> None:
+def show_status(mirage_data: str, table: str, selections: dict, csv: str, log: str, extra_rows=()) -> None:
     """Files and bytes present and missing, per target group and per instrument (and as CSV when asked)."""
-    rows = load_table(table)
+    rows = _rows(table, extra_rows)
     report = status(mirage_data, rows, _selections(rows, selections))
     shown = report.assign(
         GB_present=(report.bytes_present / 1e9).round(2), GB_missing=(report.bytes_missing / 1e9).round(2)
@@ -49,9 +59,9 @@ def _check(mirage_data: Path, rows, selections: dict, with_contents: bool):
     return checks, damaged, lines
 
 
-def verify_tree(mirage_data: str, table: str, selections: dict, with_contents: bool, log: str) -> None:
+def verify_tree(mirage_data: str, table: str, selections: dict, with_contents: bool, log: str, extra_rows=()) -> None:
     """Check the tree against its records; :class:`DamageFound` names the repair if anything is damaged."""
-    rows = load_table(table)
+    rows = _rows(table, extra_rows)
     _, damaged, lines = _check(Path(mirage_data), rows, selections, with_contents)
     contents = " --config verify_contents=true" if with_contents else ""
     hint = f"{len(damaged)} damaged; run `snakemake --cores 8 repair{contents}` to repair them"
@@ -69,10 +79,11 @@ def clear_for_repair(
     unfinished: list[str],
     output: str,
     log: str,
+    extra_rows=(),
 ) -> None:
     """Check the tree; record again what matches the table, remove the rest and list it in
     ``output`` (with what ``unfinished`` repairs left) for the build to fetch again."""
-    rows = load_table(table)
+    rows = _rows(table, extra_rows)
     checks, damaged, lines = _check(Path(mirage_data), rows, selections, with_contents)
     repair = clear_damaged(Path(mirage_data), rows, checks, base_url)
     earlier = still_to_fetch(Path(mirage_data), rows, map(Path, unfinished))

@@ -7,6 +7,7 @@ import functools
 import os
 import shutil
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TextIO
@@ -66,8 +67,15 @@ class Lane:
         return None
 
 
-def _member_filter(member: tarfile.TarInfo, dest_path: str, lane: Lane) -> tarfile.TarInfo | None:
-    """Drop the leading ``mirage_data/`` and refuse anything unsafe or outside ``lane``.
+#: Where a member goes under MIRAGE_DATA, given its name in the archive; None to leave it out.
+Rename = Callable[[str], str | None]
+
+
+def _member_filter(
+    member: tarfile.TarInfo, dest_path: str, lane: Lane, rename: Rename = tarball_member_destination
+) -> tarfile.TarInfo | None:
+    """Name the member by ``rename`` (by default: drop the leading ``mirage_data/``) and refuse
+    anything unsafe or outside ``lane``; a member ``rename`` leaves out is skipped.
 
     Absolute names and ``..`` are refused outright; Python's ``data`` filter
     then refuses links that point outside the destination, devices and fifos.
@@ -75,14 +83,14 @@ def _member_filter(member: tarfile.TarInfo, dest_path: str, lane: Lane) -> tarfi
     for path in (member.name, member.linkname if member.islnk() else ""):
         if path.startswith("/") or ".." in PurePosixPath(path).parts:
             raise UnpackError(f"unsafe member {member.name!r} refused: absolute path or '..' in {path!r}")
-    name = tarball_member_destination(member.name)
+    name = rename(member.name)
     if name is None:
         return None
     if problem := lane.refusal(name, member.isdir()):
         raise UnpackError(f"member {member.name!r} refused: {problem}")
     changes = {"name": name}
     if member.islnk():  # hard links name another member
-        changes["linkname"] = tarball_member_destination(member.linkname) or member.linkname
+        changes["linkname"] = rename(member.linkname) or member.linkname
         if not os.path.lexists(os.path.join(dest_path, changes["linkname"])):
             raise UnpackError(f"hard link {member.name!r} refused: it names {member.linkname!r}, no earlier member")
     try:
@@ -99,15 +107,22 @@ def _check_kind(member: tarfile.TarInfo, path: Path) -> None:
 
 
 def extract_tarball(
-    archive: Path, staging: Path, log: TextIO | None = None, size: int | None = None, lane: Lane | None = None
+    archive: Path,
+    staging: Path,
+    log: TextIO | None = None,
+    size: int | None = None,
+    lane: Lane | None = None,
+    rename: Rename = tarball_member_destination,
 ) -> list[Produced]:
     """Extract ``archive`` into the empty folder ``staging``, in one pass over its bytes.
 
     ``size``, the tar stream's unpacked size when known, must fit in the free
     space first. Returns each regular file extracted, relative to
-    ``staging``. An unsafe member, one outside ``lane`` or one that is not
-    what its name says refuses the whole archive (the caller drops
-    ``staging``); a corrupt or truncated archive is an :class:`UnpackError`.
+    ``staging``; ``rename`` says where each member goes (by default its name
+    without the leading ``mirage_data/``), or that it is left out. An unsafe
+    member, one outside ``lane`` or one that is not what its name says
+    refuses the whole archive (the caller drops ``staging``); a corrupt or
+    truncated archive is an :class:`UnpackError`.
     """
     lane = lane or Lane()
     if staging.exists():
@@ -121,8 +136,8 @@ def extract_tarball(
         with gzip_reader(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 interrupt.check(f"unpacking {archive.name}")  # the complete download stays for the next run
-                tar.extract(member, staging, filter=functools.partial(_member_filter, lane=lane))
-                if member.isreg() and (name := tarball_member_destination(member.name)) is not None:
+                tar.extract(member, staging, filter=functools.partial(_member_filter, lane=lane, rename=rename))
+                if member.isreg() and (name := rename(member.name)) is not None:
                     _check_kind(member, staging / name)
                 done += member.size if member.isreg() else 0
                 progress.update(done)
