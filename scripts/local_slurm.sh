@@ -118,6 +118,15 @@ start_mariadb() {
 
 node_idle() { [ "$(sinfo -h -N -o %t 2>/dev/null | head -n 1)" = "idle" ]; }
 
+# A node drained by an earlier run (say "Kill task failed", kept in the saved
+# state) would never become idle: this throwaway cluster takes it back.
+resume_node() {
+    case "$(sinfo -h -N -o %t 2>/dev/null | head -n 1)" in
+        drain* | drng | down* | fail*) scontrol update nodename="$(hostname -s)" state=resume 2>/dev/null || true ;;
+    esac
+    node_idle
+}
+
 up() {
     write_configs
     if cmp -s "$CONF.new" "$CONF" && scontrol ping 2>/dev/null | grep -q UP && node_idle; then
@@ -134,7 +143,7 @@ up() {
     pgrep -F "$DIR/slurmctld.pid" >/dev/null 2>&1 || /usr/sbin/slurmctld
     wait_for 30 slurmctld scontrol ping
     pgrep -F "$DIR/slurmd.pid" >/dev/null 2>&1 || /usr/sbin/slurmd
-    wait_for 30 "the node to be idle" node_idle
+    wait_for 30 "the node to be idle" resume_node
     # slurmctld registers the cluster itself; wait for that before adding the account.
     wait_for 30 "the cluster's registration" sh -c "sacctmgr -n -P list cluster format=cluster | grep -qx local"
     sacctmgr -i add account ci Description=ci Organization=ci >/dev/null 2>&1 || true
