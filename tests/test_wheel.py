@@ -38,8 +38,9 @@ def venv(tmp_path_factory, wheel) -> Path:
     """A new virtual environment with the wheel (and its dependencies) installed: its bin/ folder."""
     env = tmp_path_factory.mktemp("venv") / "env"
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
+    clean = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # nothing of the checkout
     subprocess.run([str(env / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    str(wheel)], check=True)  # fmt: skip
+                    str(wheel)], check=True, env=clean)  # fmt: skip
     return env / "bin"
 
 

@@ -11,15 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from mirage_reffiles.testing.server import MirrorServer, Request, _Handler
+from mirage_reffiles.testing.server import MirrorServer, Request, _Handler, running, serve_until_stopped
 
 #: Mirage's reference types (mirage/utils/constants.py: CRDS_FILE_TYPES).
 MIRAGE_TYPES = ("mask", "distortion", "gain", "ipc", "linearity", "area", "saturation", "superbias", "flat", "photom")
@@ -223,22 +220,13 @@ class _CrdsHandler(_Handler):
         self.close_connection = True
 
 
-@contextmanager
-def serve_crds(root: Path, context: str = "jwst_0001.pmap", **options) -> Iterator[CrdsServer]:
+def serve_crds(root: Path, context: str = "jwst_0001.pmap", **options):
     """Serve the synthetic CRDS tree at ``root`` on 127.0.0.1 for the duration of the block."""
-    server = CrdsServer(root, context=context, **options)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+    return running(CrdsServer(root, context=context, **options))
 
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
-    import signal
 
     parser = argparse.ArgumentParser(
         prog="python -m mirage_reffiles.testing.crds_server",
@@ -251,15 +239,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not (args.folder / MAPPING_DIR / args.context).is_file():
         write_context(args.folder, args.context)
-    server = CrdsServer(args.folder, context=args.context, port=args.port)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
-    print(f"Serving CRDS context {args.context} at {server.url}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_stopped(
+        CrdsServer(args.folder, context=args.context, port=args.port), f"Serving CRDS context {args.context}"
+    )
 
 
 if __name__ == "__main__":

@@ -231,12 +231,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve(root: Path, rate: float | None = None, latency: float = 0.0) -> Iterator[MirrorServer]:
-    """Serve ``root`` on 127.0.0.1 (a free port) for the duration of the block.
-
-    ``rate`` caps each connection's bytes per second; ``latency`` delays each answer.
-    """
-    server = MirrorServer(root, rate=rate, latency=latency)
+def running(server: MirrorServer) -> Iterator[MirrorServer]:
+    """``server`` answering in a thread of its own for the duration of the block."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -246,9 +242,30 @@ def serve(root: Path, rate: float | None = None, latency: float = 0.0) -> Iterat
         server.server_close()
 
 
+def serve(root: Path, rate: float | None = None, latency: float = 0.0):
+    """Serve ``root`` on 127.0.0.1 (a free port) for the duration of the block.
+
+    ``rate`` caps each connection's bytes per second; ``latency`` delays each answer.
+    """
+    return running(MirrorServer(root, rate=rate, latency=latency))
+
+
+def serve_until_stopped(server: MirrorServer, banner: str) -> None:
+    """For a command: print ``banner`` and answer until Ctrl-C or SIGTERM."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
+    print(f"{banner} at {server.url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
-    import signal
 
     parser = argparse.ArgumentParser(
         prog="python -m mirage_reffiles.server",
@@ -263,15 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
-    server = MirrorServer(args.folder, rate=args.rate, port=args.port)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
-    print(f"Serving {args.folder.resolve()} at {server.url}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_stopped(MirrorServer(args.folder, rate=args.rate, port=args.port), f"Serving {args.folder.resolve()}")
 
 
 if __name__ == "__main__":
