@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mirage_reffiles.layout import lock_path, record_path, temporary_path
+from mirage_reffiles.disk import write_atomically
+from mirage_reffiles.layout import lock_path, record_path
 
 
 @dataclass
@@ -41,10 +41,7 @@ class Record:
 
 def write_record(mirage_data: Path, record: Record) -> Path:
     path = record_path(mirage_data, record.file_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    tmp.write_text(json.dumps(asdict(record), indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(asdict(record), indent=1) + "\n")  # a name no other run uses
     return path
 
 
