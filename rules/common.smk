@@ -269,6 +269,7 @@ def get_fetch_request(wildcards, input):
         reserved=frozenset(DARKS.destination),
         mirrors=() if unpack_only else tuple(url + row.path for url in BASE_URLS[1:]),
         connections=get_connection_cap(download_only),
+        segment_size=int(config["segment_mb"] * 2**20),
     )
 
 

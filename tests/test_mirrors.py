@@ -23,13 +23,12 @@ DARK = synthetic_bytes("mirrored", 6_000_000)
 DARK_GZ = gzip.compress(DARK, compresslevel=1, mtime=0)
 PATH = "nircam/darks/raw/A1/dark.fits.gz"
 DEST = "nircam/darks/raw/A1/dark.fits"
-SMALL = {"SEGMENT_SIZE": 256 << 10, "SPLIT_ABOVE": 512 << 10, "MAX_AHEAD": 6 * (256 << 10)}
+SEGMENT = 256 << 10  # bytes of a segment in these tests
 
 
 @pytest.fixture
-def small_segments(monkeypatch):
-    for name, value in SMALL.items():
-        monkeypatch.setattr(segments, name, value)
+def budget():
+    """The process-wide connection budget, reset after each test (requests with a cap configure it)."""
     yield
     segments.BUDGET.configure(None)
 
@@ -59,6 +58,7 @@ def request(mirage_data, urls, connections=None):
         expected=Expected(size=len(DARK_GZ), sha256=hashlib.sha256(DARK_GZ).hexdigest()),
         policy=FAST,
         connections=connections,
+        segment_size=SEGMENT,
     )
 
 
@@ -90,8 +90,8 @@ def test_a_primary_without_the_file_gives_way_to_the_next(tmp_path):
     assert "404" in log.getvalue() and f"served by {good.url}{PATH}" in log.getvalue()
 
 
-def test_a_primary_serving_a_corrupt_file_gives_way_to_a_good_secondary(tmp_path, small_segments):
-    segments.BUDGET.configure(4)
+def test_a_primary_serving_a_corrupt_file_gives_way_to_a_good_secondary(tmp_path, budget):
+    segments.BUDGET.configure(4, SEGMENT)
     with serve(site(tmp_path / "bad")) as bad, serve(site(tmp_path / "good")) as good:
         bad.faults[PATH] = Fault(corrupt=1_000_000)
         log = io.StringIO()
@@ -103,7 +103,7 @@ def test_a_primary_serving_a_corrupt_file_gives_way_to_a_good_secondary(tmp_path
     assert f"served by {good.url}{PATH}" in text
 
 
-def test_two_sources_serve_segments_of_one_file(tmp_path, small_segments):
+def test_two_sources_serve_segments_of_one_file(tmp_path, budget):
     rate = 500_000
     with serve(site(tmp_path / "one"), rate=rate) as one, serve(site(tmp_path / "two"), rate=rate) as two:
         log = io.StringIO()
@@ -114,7 +114,7 @@ def test_two_sources_serve_segments_of_one_file(tmp_path, small_segments):
     assert f"{two.url}{PATH}: " in log.getvalue() and "bytes fetched in segments" in log.getvalue()
 
 
-def test_segments_come_only_from_sources_whose_size_agrees(tmp_path, small_segments):
+def test_segments_come_only_from_sources_whose_size_agrees(tmp_path, budget):
     other = tmp_path / "other"
     site(other, with_dark=False)
     (other / PATH).write_bytes(DARK_GZ + b"\0" * 10)  # another length: not the same file

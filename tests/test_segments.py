@@ -32,15 +32,13 @@ DARK_GZ = gzip.compress(DARK, compresslevel=1, mtime=0)
 PATH = "nircam/darks/raw/A1/dark.fits.gz"
 DEST = "nircam/darks/raw/A1/dark.fits"
 RATE = 500_000  # bytes/s per connection: one connection takes about 8 s
-SMALL = {"SEGMENT_SIZE": 256 << 10, "SPLIT_ABOVE": 512 << 10, "MAX_AHEAD": 6 * (256 << 10)}
+SEGMENT = 256 << 10  # bytes of a segment in these tests
 
 
 @pytest.fixture
 def small_segments(monkeypatch):
-    for name, value in SMALL.items():
-        monkeypatch.setattr(segments, name, value)
     monkeypatch.setattr(partial, "RESUME_EVERY", 256 << 10)  # several resume points per file
-    segments.BUDGET.configure(4)
+    segments.BUDGET.configure(4, SEGMENT)
     yield
     segments.BUDGET.configure(None)
 
@@ -82,8 +80,8 @@ def test_a_large_file_is_fetched_on_every_free_connection_and_joined_in_order(si
     assert not list((tmp_path / "data" / layout.STATE_DIR / "downloads").glob("*"))  # nothing left beside it
 
 
-def test_small_files_and_no_cap_use_one_connection(site, tmp_path, small_segments, monkeypatch):
-    monkeypatch.setattr(segments, "SPLIT_ABOVE", len(DARK_GZ))
+def test_small_files_and_no_cap_use_one_connection(site, tmp_path, small_segments):
+    segments.BUDGET.configure(4, len(DARK_GZ) // 2)  # no more than two segments' bytes: not split
     with serve(site) as server:
         fetch_gzip(server.url + PATH, tmp_path / "data", "dark", DEST, expected=expected(), policy=FAST)
     assert ranges(server) == [(0, len(DARK_GZ))]
@@ -139,12 +137,10 @@ def test_a_stop_ends_every_segment_thread_within_a_second_keeping_their_bytes(si
 KILLABLE = """
 import sys
 from pathlib import Path
-from mirage_reffiles.fetch import FetchRequest, fetch, fetch_gzip
+from mirage_reffiles.fetch import fetch_gzip
 from mirage_reffiles.transfer import partial, segments
-for name, value in {small}.items():
-    setattr(segments, name, value)
 partial.RESUME_EVERY = 256 << 10
-segments.BUDGET.configure(4)
+segments.BUDGET.configure(4, {segment})
 fetch_gzip(sys.argv[1], Path(sys.argv[2]), "dark", {dest!r})
 """
 
@@ -153,7 +149,7 @@ def test_kill_9_with_segments_in_flight_resumes_each_from_what_it_kept(site, tmp
     data = tmp_path / "data"
     downloads = data / layout.STATE_DIR / "downloads"
     with serve(site, rate=RATE) as server:
-        code = KILLABLE.format(small=SMALL, dest=DEST)
+        code = KILLABLE.format(segment=SEGMENT, dest=DEST)
         job = subprocess.Popen([sys.executable, "-c", code, server.url + PATH, str(data)],
                                env={"PYTHONPATH": str(REPO / "src")})  # fmt: skip
         deadline = time.monotonic() + 20
@@ -163,7 +159,8 @@ def test_kill_9_with_segments_in_flight_resumes_each_from_what_it_kept(site, tmp
         job.send_signal(signal.SIGKILL)
         job.wait()
         kept_segments = {path.name: path.stat().st_size for path in downloads.glob("*.seg*")}
-        kept_own = partial.kept_bytes(layout.partial_download_path(data, "dark", "gz"))
+        partial_file = layout.partial_download_path(data, "dark", "gz")
+        kept_own, kept = partial.resume_offset(partial_file), partial.kept_bytes(partial_file)
         assert len(kept_segments) >= 2
         first = len(server.requests)
         final = fetch_gzip(server.url + PATH, data, "dark", DEST, expected=expected(), policy=FAST)
@@ -171,18 +168,44 @@ def test_kill_9_with_segments_in_flight_resumes_each_from_what_it_kept(site, tmp
         assert read_record(data, "dark").sha256 == expected().sha256
         again = ranges(server)[first:]
         sent_again = sum(request.sent for request in server.gets()[first:])
-    # The own connection resumes from its resume point, each kept segment from its own size.
+    # The own connection resumes where the bytes kept one after another end (its resume point's
+    # chain, with the segments it had reached), each segment beyond from its own size.
     starts = {start for start, _ in again}
     assert again[0][0] == kept_own
     for name, size in kept_segments.items():
         start, end = map(int, re.search(r"seg(\d+)-(\d+)$", name).groups())
-        if size < end - start:
+        if start >= kept_own and size < end - start:
             assert start + size in starts, name
-    kept = kept_own + sum(kept_segments.values())
     # What was kept is not sent again; beyond the rest, only what was in flight when the own
     # connection handed over to a segment (it closes that connection mid-body).
     print(f"kept {kept} of {len(DARK_GZ)} bytes; sent again {sent_again}")
     assert sent_again <= len(DARK_GZ) - kept + 8 * (64 << 10)
+
+
+WRITES = """
+import sys
+from pathlib import Path
+from mirage_reffiles.fetch import fetch_gzip
+from mirage_reffiles.transfer import segments
+segments.BUDGET.configure(4, {segment})
+fetch_gzip(sys.argv[1], Path(sys.argv[2]), "dark", {dest!r})
+print(dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())["wchar"])
+"""
+
+
+def test_segment_bytes_are_written_once(site, tmp_path):
+    """A segment's file joins the kept bytes as it is: the download writes each compressed byte once
+    (and the unpacked file), not a second time into the resume buffer."""
+    with serve(site, rate=RATE) as server:
+        code = WRITES.format(segment=SEGMENT, dest=DEST)
+        job = subprocess.run([sys.executable, "-c", code, server.url + PATH, str(tmp_path / "data")],
+                             env={"PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True)  # fmt: skip
+        assert job.returncode == 0, job.stderr
+        in_segments = sum(r.sent for r in server.gets() if re.fullmatch(r"bytes=\d+-\d+", r.range or ""))
+    assert (tmp_path / "data" / DEST).read_bytes() == DARK
+    assert in_segments > len(DARK_GZ) // 2  # most bytes came in segments
+    written = int(job.stdout.split()[-1])  # bytes this process passed to write(): files, progress lines
+    assert written <= len(DARK) + len(DARK_GZ) * 1.05  # a second copy of the segments' bytes would be +90 %
 
 
 def test_a_corrupt_segment_is_refused_and_the_file_fetched_again_from_a_good_source(site, tmp_path, small_segments):
@@ -194,7 +217,7 @@ def test_a_corrupt_segment_is_refused_and_the_file_fetched_again_from_a_good_sou
         log = io.StringIO()
         request = FetchRequest(url=good.url + PATH, mirrors=(bad.url + PATH,), mirage_data=tmp_path / "data",
                                file_id="dark", archive="gz", destination=DEST, expected=expected(), policy=FAST,
-                               connections=4)  # fmt: skip
+                               connections=4, segment_size=SEGMENT)  # fmt: skip
         final = fetch(request, log)
         assert final.read_bytes() == DARK
         assert bad.gets()  # it served segments

@@ -231,6 +231,7 @@ class FetchRequest:
     reserved: frozenset[str] = frozenset()  # files of other rows (the darks) no tarball may write
     mirrors: tuple[str, ...] = ()  # the same file from further sources, tried in order after url
     connections: int | None = None  # the most connections of this process at once (the downloads cap)
+    segment_size: int = segments.SEGMENT_SIZE  # bytes of a segment (0: one connection per file)
 
 
 def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
@@ -245,7 +246,7 @@ def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
     a source serving bad bytes is found out, before the error stands.
     """
     out = log or sys.stderr
-    segments.BUDGET.configure(request.connections)
+    segments.BUDGET.configure(request.connections, request.segment_size)
     sources = [request.url, *request.mirrors]
     failure: FetchError | None = None
     alone = False  # after bad bytes: no more segments from other sources

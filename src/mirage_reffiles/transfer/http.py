@@ -280,10 +280,10 @@ def download(
     log = log or sys.stderr
     store = NoStore(sink) if partial is None else PartialStore(partial, sink)
     segments = None
-    if partial is not None and not is_local(url) and (BUDGET.cap or 0) > 1:
+    if partial is not None and not is_local(url) and BUDGET.splits:
         sources = [source for source in (url, *mirrors) if not is_local(source)]
         segments = Segments(partial, sources, policy, log, lambda source, segment, wrote, stopped: fetch_segment(
-            source, segment, wrote, stopped, policy, segments.total))  # fmt: skip
+            source, segment, wrote, stopped, policy, segments.total), chained=store.keeps_segments)  # fmt: skip
     try:
         try:
             done, total, digest = _receive(url, store, policy, progress, reserve, sleep, log, segments,
@@ -340,9 +340,10 @@ def _receive(url, store, policy, progress, reserve, sleep, log, segments=None, f
         progress.resumed(done)
     sink = store.sink
 
-    def take(chunk: bytes) -> None:
+    def take(chunk: bytes, segment: Path | None = None) -> None:
+        """The next bytes of the file, from the own connection or from ``segment``'s file."""
         nonlocal done
-        store.write(chunk)
+        store.write(chunk, segment)
         digest.update(chunk)
         sink.write(chunk)
         done += len(chunk)

@@ -5,15 +5,19 @@ once, not in a build's tail (one 6 GB dark on one connection). Each HTTP
 connection of this process takes a slot of :data:`BUDGET`, sized from the
 ``downloads`` cap, so a server never sees more connections from one run
 than the cap, whatever ``--cores`` or ``--jobs`` say. A download whose
-remaining bytes exceed :data:`SPLIT_ABOVE` lends the spare slots to helper
+remaining bytes exceed two segments lends the spare slots to helper
 threads: each fetches a later byte range (a *segment*, :data:`SEGMENT_SIZE`
-bytes) into ``<partial>.seg<start>-<end>``, beside the partial download.
+bytes unless :meth:`Budget.configure` sets another size) into
+``<partial>.seg<start>-<end>``, beside the partial download.
 The download's own connection keeps feeding the unpacker in order; where a
-segment begins it reads that segment's file (while it grows, if need be),
-deletes it, and goes on. So the unpacker, the resume points and every
-digest see the joined stream exactly as from one connection.
+segment begins it reads that segment's file (while it grows, if need be)
+and goes on. So the unpacker, the resume points and every digest see the
+joined stream exactly as from one connection. The file read joins the
+chain of kept bytes as it is (see :mod:`.partial`), to be deleted once a
+resume point is past it; a store without resume points copies its bytes
+and the file is deleted at once.
 
-Segments are only fetched up to :data:`MAX_AHEAD` compressed bytes past
+Segments are only fetched up to :data:`AHEAD` segments' bytes past
 where the unpacker stands, which bounds their disk use per file. A segment
 file holds the first bytes of its range: after a drop or a kill it resumes
 from its own size. A server that ignores Range for a helper, or whose file
@@ -23,7 +27,6 @@ helper that gives up leaves its segment to the download's own connection.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,13 +37,14 @@ from typing import TextIO
 
 from mirage_reffiles import interrupt
 from mirage_reffiles.errors import FetchError, Interrupted
+from mirage_reffiles.transfer.partial import pieces, segment_path
 
 #: Bytes of one segment: a request per 32 MB costs one round trip (about 1.6 s of transfer at 20 MB/s each).
 SEGMENT_SIZE = 32 << 20
-#: Files with fewer bytes left are not split: on one 20 MB/s connection they take about 3 s.
-SPLIT_ABOVE = 2 * SEGMENT_SIZE
-#: The most compressed bytes of segments kept ahead of the unpacker, per file: their disk use.
-MAX_AHEAD = 8 * SEGMENT_SIZE
+#: Files with no more than this many segments' bytes left are not split (64 MB: 3 s on one 20 MB/s connection).
+SPLIT_ABOVE = 2
+#: The most segments' bytes fetched ahead of the unpacker, per file: their disk use (256 MB).
+AHEAD = 8
 #: How long a read or a wait may block before a stop is noticed, in seconds.
 TICK = 0.5
 
@@ -55,14 +59,23 @@ class Budget:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self.cap: int | None = None
+        self.segment_size = SEGMENT_SIZE
         self.used = 0
         self.waiting = 0
         self.peak = 0
 
-    def configure(self, cap: int | None) -> None:
+    def configure(self, cap: int | None, segment_size: int = SEGMENT_SIZE) -> None:
+        """At most ``cap`` connections at once (None: no cap, no segments), in segments of ``segment_size`` bytes
+        (0: no segments)."""
         with self._cond:
             self.cap = cap
+            self.segment_size = segment_size
             self._cond.notify_all()
+
+    @property
+    def splits(self) -> bool:
+        """Whether a download may be split: a cap with room for helpers, and a segment size."""
+        return (self.cap or 0) > 1 and self.segment_size > 0
 
     def _take(self) -> None:
         self.used += 1
@@ -121,15 +134,14 @@ class Segment:
         return self.fetched >= self.end - self.start
 
 
-def segment_paths(partial: Path) -> list[Path]:
-    return list(partial.parent.glob(f"{partial.name}.seg*"))
-
-
 class Segments:
     """The segments of one download, its helpers, and where its own connection may read up to."""
 
-    def __init__(self, partial: Path, sources: list[str], policy, log: TextIO, fetch_range: Callable):
+    def __init__(
+        self, partial: Path, sources: list[str], policy, log: TextIO, fetch_range: Callable, chained: bool = False
+    ):
         self.partial = partial
+        self.chained = chained  # a segment read joins the kept bytes as it is (PartialStore.keeps_segments)
         self.sources = list(sources)  # helpers take them in turn
         self.policy = policy
         self.log = log
@@ -150,14 +162,13 @@ class Segments:
     def opened(self, done: int) -> None:
         """After the kept bytes were replayed up to ``done``: take up the segment files kept beside them."""
         self.position = done
-        for path in segment_paths(self.partial):
-            match = re.fullmatch(r"seg(\d+)-(\d+)", path.name[len(self.partial.name) + 1 :])
-            size = path.stat().st_size
-            if match is None or int(match.group(2)) <= done or size > int(match.group(2)) - int(match.group(1)):
-                path.unlink(missing_ok=True)  # read already, or not ours
+        for piece in pieces(self.partial):
+            if piece.end is None or (self.chained and piece.start < done):
+                continue  # the own connection's bytes, or a segment on the chain of kept bytes
+            if piece.end <= done or piece.size > piece.end - piece.start:
+                piece.path.unlink(missing_ok=True)  # read already, or not ours
                 continue
-            start, end = int(match.group(1)), int(match.group(2))
-            self._by_start[start] = Segment(start, end, path, fetched=size)
+            self._by_start[piece.start] = Segment(piece.start, piece.end, piece.path, fetched=piece.size)
 
     def started(self, total: int | None, ranges: bool) -> None:
         """The first answer came: the file's length, and whether the server takes Range requests."""
@@ -176,7 +187,7 @@ class Segments:
             self.stream_end = self.total or 0
             return
         later = [start for start in self._by_start if start > done]
-        self.stream_end = min([done + SEGMENT_SIZE, self.total, *later])
+        self.stream_end = min([done + BUDGET.segment_size, self.total, *later])
 
     def limit(self, done: int, size: int) -> int:
         """How many of ``size`` bytes arriving at ``done`` on the own connection to take (fewer: a segment begins)."""
@@ -188,7 +199,7 @@ class Segments:
                 if not self._absorb(self.stream_end):
                     return self.stream_end - done
                 later = [start for start in self._by_start if start > self.stream_end]
-                self.stream_end = min([self.stream_end + SEGMENT_SIZE, self.total, *later])
+                self.stream_end = min([self.stream_end + BUDGET.segment_size, self.total, *later])
             return size
 
     def _absorb(self, start: int) -> bool:
@@ -210,8 +221,8 @@ class Segments:
                 return False
             return any(s.start <= done < s.end for s in self._by_start.values())
 
-    def catch_up(self, done: int, take: Callable[[bytes], None]) -> int:
-        """Feed ``take`` the segments from ``done`` on, in order, deleting each once read; returns where they end.
+    def catch_up(self, done: int, take: Callable[[bytes, Path], None]) -> int:
+        """Feed ``take(block, file)`` the segments from ``done`` on, in order; returns where they end.
 
         A segment no helper is fetching is read as far as it goes; the own
         connection fetches the rest of it.
@@ -232,21 +243,26 @@ class Segments:
                             if not segment.helper:  # nobody fetches the rest: the own connection will
                                 del self._by_start[segment.start]
                                 self.stream_end = segment.end
-                                segment.path.unlink(missing_ok=True)
+                                self._read(segment, done)
                                 return done
                             self._cond.wait(TICK)
                             interrupt.check()
                             continue
                     block = handle.read(min(available, 1 << 20))
-                    take(block)
+                    take(block, segment.path)
                     done += len(block)
             with self._cond:
                 del self._by_start[segment.start]
-            segment.path.unlink(missing_ok=True)
+            self._read(segment, done)
         with self._cond:
             self.position = done
             self._own_from(done)
         return done
+
+    def _read(self, segment: Segment, done: int) -> None:
+        """The own connection has read ``segment`` up to ``done``: its file goes, unless on the chain of kept bytes."""
+        if not self.chained or done == segment.start:
+            segment.path.unlink(missing_ok=True)
 
     def spawn(self) -> None:
         """Lend the free slots of the cap to helpers, while enough of the file is left."""
@@ -265,9 +281,10 @@ class Segments:
 
     def _claim(self) -> Segment | None:
         """The next segment for a helper (under the lock): one left unfinished, else a new one past the others."""
-        if self.total is None or self.total - self.position <= SPLIT_ABOVE or not self.sources:
+        size = BUDGET.segment_size
+        if self.total is None or self.total - self.position <= SPLIT_ABOVE * size or not self.sources:
             return None
-        limit = self.position + MAX_AHEAD
+        limit = self.position + AHEAD * size
         for segment in sorted(self._by_start.values(), key=lambda s: s.start):
             if not segment.helper and not segment.complete and segment.start >= self.stream_end:
                 if segment.start >= limit:
@@ -277,8 +294,8 @@ class Segments:
         start = max([self.stream_end, *(s.end for s in self._by_start.values())])
         if start >= min(limit, self.total):
             return None
-        end = min(start + SEGMENT_SIZE, self.total)
-        path = self.partial.with_name(f"{self.partial.name}.seg{start}-{end}")
+        end = min(start + size, self.total)
+        path = segment_path(self.partial, start, end)
         path.touch()
         segment = self._by_start[start] = Segment(start, end, path, helper=True)
         return segment
