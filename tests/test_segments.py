@@ -21,6 +21,7 @@ from mirage_reffiles import interrupt, layout
 from mirage_reffiles.errors import Interrupted
 from mirage_reffiles.fetch import FetchRequest, fetch, fetch_gzip
 from mirage_reffiles.records import read_record
+from mirage_reffiles.table import load_table
 from mirage_reffiles.testing.mirror import synthetic_bytes
 from mirage_reffiles.testing.server import Fault, serve
 from mirage_reffiles.transfer import partial, segments
@@ -225,3 +226,36 @@ def test_a_corrupt_segment_is_refused_and_the_file_fetched_again_from_a_good_sou
     assert "sha256 check failed" in text or "corrupt gzip data" in text
     assert f"fetching it once more from the start from {good.url + PATH} alone" in text
     assert [r.range for r in good.gets()].count(None) == 2  # the whole file again, from the good source
+
+
+def test_a_build_never_opens_more_connections_than_the_downloads_cap(tmp_path):
+    """The real command line with `--cores 4 --resources downloads=2`: three darks, two at a time, the
+    tail's spare connection fetching segments; the server never sees more than two connections."""
+    table = load_table(REPO / "config" / "reference_files.csv")
+    rows = table[(table.instrument == "fgs") & (table.kind == "dark") & (table.dark_type == "raw")].iloc[:3].copy()
+    contents = {}
+    for n, row in enumerate(rows.itertuples()):
+        content = synthetic_bytes(f"capped/{n}", 4_000_000)
+        packed = gzip.compress(content, compresslevel=1, mtime=0)
+        (tmp_path / "site" / row.path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "site" / row.path).write_bytes(packed)
+        rows.loc[row.Index, ["size_bytes", "size_exact", "sha256"]] = [
+            str(len(packed)), "true", hashlib.sha256(packed).hexdigest()]  # fmt: skip
+        contents[row.destination] = content
+    rows.to_csv(tmp_path / "table.csv", index=False)
+    (tmp_path / "work").mkdir()
+    with serve(tmp_path / "site", rate=RATE) as server:
+        run = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "all", "--cores", "4",
+             "--resources", "downloads=2", "--config", f"base_url={server.url}", f"mirage_data={tmp_path / 'data'}",
+             f"reference_table={tmp_path / 'table.csv'}", "instrument=fgs", "dark_type=raw",
+             f"segment_mb={SEGMENT / 2**20}"],
+            cwd=tmp_path / "work", capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        gets = [request for request in server.gets() if request.path.endswith(".gz")]
+    for destination, content in contents.items():
+        assert (tmp_path / "data" / destination).read_bytes() == content
+    assert len(gets) > len(rows)  # the tail was fetched in segments
+    # The server counts a connection the client closed (handing over to a segment) until its next write fails.
+    assert server.peak <= 2 + 1
