@@ -14,7 +14,7 @@ from mirage_reffiles import layout
 from mirage_reffiles.fetch import FetchRequest, fetch
 from mirage_reffiles.records import read_record
 from mirage_reffiles.testing.mirror import synthetic_bytes
-from mirage_reffiles.testing.server import Fault, serve
+from mirage_reffiles.testing.server import serve
 from mirage_reffiles.transfer import segments
 from mirage_reffiles.transfer.http import Expected, RetryPolicy, as_base_urls
 
@@ -92,8 +92,10 @@ def test_a_primary_without_the_file_gives_way_to_the_next(tmp_path):
 
 def test_a_primary_serving_a_corrupt_file_gives_way_to_a_good_secondary(tmp_path, budget):
     segments.BUDGET.configure(4, SEGMENT)
-    with serve(site(tmp_path / "bad")) as bad, serve(site(tmp_path / "good")) as good:
-        bad.faults[PATH] = Fault(corrupt=1_000_000)
+    corrupt = bytearray(DARK_GZ)
+    corrupt[300_000::100_000] = bytes(len(corrupt[300_000::100_000]))  # whatever parts of it a source serves
+    (site(tmp_path / "bad", with_dark=False) / PATH).write_bytes(corrupt)
+    with serve(tmp_path / "bad") as bad, serve(site(tmp_path / "good")) as good:
         log = io.StringIO()
         final = fetch(request(tmp_path / "data", [bad.url, good.url], connections=4), log)
     assert final.read_bytes() == DARK

@@ -45,6 +45,8 @@ SEGMENT_SIZE = 32 << 20
 SPLIT_ABOVE = 2
 #: The most segments' bytes fetched ahead of the unpacker, per file: their disk use (256 MB).
 AHEAD = 8
+#: Near the unpacker and near the end of a file, segments shrink down to this fraction of a segment (4 MB).
+TAIL_DIVISOR = 8
 #: How long a read or a wait may block before a stop is noticed, in seconds.
 TICK = 0.5
 
@@ -187,7 +189,7 @@ class Segments:
             self.stream_end = self.total or 0
             return
         later = [start for start in self._by_start if start > done]
-        self.stream_end = min([done + BUDGET.segment_size, self.total, *later])
+        self.stream_end = min([done + self._length(done), self.total, *later])
 
     def limit(self, done: int, size: int) -> int:
         """How many of ``size`` bytes arriving at ``done`` on the own connection to take (fewer: a segment begins)."""
@@ -199,7 +201,7 @@ class Segments:
                 if not self._absorb(self.stream_end):
                     return self.stream_end - done
                 later = [start for start in self._by_start if start > self.stream_end]
-                self.stream_end = min([self.stream_end + BUDGET.segment_size, self.total, *later])
+                self.stream_end = min([self.stream_end + self._length(self.stream_end), self.total, *later])
             return size
 
     def _absorb(self, start: int) -> bool:
@@ -279,6 +281,17 @@ class Segments:
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
             thread.start()
 
+    def _length(self, start: int) -> int:
+        """How many bytes from ``start`` on one connection takes: a segment, or less (down to an eighth of one)
+        where it matters that they arrive soon. Near the unpacker (a quarter of the distance from it), so that
+        it has bytes to unpack in order while the connections ramp up; and near the end of the file, where
+        what is left is shared among the connections, so that they finish together instead of one or two
+        fetching the last full segments alone."""
+        size = BUDGET.segment_size
+        ahead = max(0, start - self.position) // 4
+        share = -(-max(0, (self.total or 0) - start) // (BUDGET.cap or 1))
+        return min(size, max(size // TAIL_DIVISOR, min(ahead, share)))
+
     def _claim(self) -> Segment | None:
         """The next segment for a helper (under the lock): one left unfinished, else a new one past the others."""
         size = BUDGET.segment_size
@@ -294,7 +307,7 @@ class Segments:
         start = max([self.stream_end, *(s.end for s in self._by_start.values())])
         if start >= min(limit, self.total):
             return None
-        end = min(start + size, self.total)
+        end = min(start + self._length(start), self.total)
         path = segment_path(self.partial, start, end)
         path.touch()
         segment = self._by_start[start] = Segment(start, end, path, helper=True)
