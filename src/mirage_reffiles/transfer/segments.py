@@ -283,14 +283,13 @@ class Segments:
 
     def _length(self, start: int) -> int:
         """How many bytes from ``start`` on one connection takes: a segment, or less (down to an eighth of one)
-        where it matters that they arrive soon. Near the unpacker (a quarter of the distance from it), so that
-        it has bytes to unpack in order while the connections ramp up; and near the end of the file, where
-        what is left is shared among the connections, so that they finish together instead of one or two
-        fetching the last full segments alone."""
+        where it matters that they arrive soon. Near the start of a file (a quarter of the offset), so that the
+        unpacker has bytes to unpack in order while the connections ramp up; and near its end, where what is
+        left is shared among the connections, so that they finish together instead of one or two fetching
+        the last full segments alone."""
         size = BUDGET.segment_size
-        ahead = max(0, start - self.position) // 4
         share = -(-max(0, (self.total or 0) - start) // (BUDGET.cap or 1))
-        return min(size, max(size // TAIL_DIVISOR, min(ahead, share)))
+        return min(size, max(size // TAIL_DIVISOR, min(start // 4, share)))
 
     def _claim(self) -> Segment | None:
         """The next segment for a helper (under the lock): one left unfinished, else a new one past the others."""
