@@ -248,9 +248,21 @@ def test_tarball_members_land_under_mirage_data(site, mirage_data):
 
 def test_corrupted_tarball_is_caught(site, mirage_data):
     site.faults["d/lib.tar.gz"] = Fault(corrupt=2000)
-    with pytest.raises(UnpackError, match="corrupt gzip data"):
+    with pytest.raises(UnpackError, match="corrupt or truncated tarball"):
         fetch_tarball(site.url + "d/lib.tar.gz", mirage_data, "lib", policy=FAST)
     assert read_record(mirage_data, "lib") is None
+    assert not (mirage_data / "fgs").exists()
+    assert state_files(mirage_data) == []
+
+
+def test_a_tarball_whose_gzip_trailer_is_wrong_is_refused(site, mirage_data):
+    """tarfile stops at the tar's end; the gzip stream is read on to its trailer, whose CRC must match."""
+    archive = bytearray(tarball(LIBRARY))
+    archive[-8] ^= 0xFF  # the CRC-32 of the unpacked bytes
+    (site.root / "d/crc.tar.gz").write_bytes(archive)
+    with pytest.raises(UnpackError, match="corrupt or truncated tarball"):
+        fetch_tarball(site.url + "d/crc.tar.gz", mirage_data, "crc", policy=FAST)
+    assert read_record(mirage_data, "crc") is None
     assert not (mirage_data / "fgs").exists()
     assert state_files(mirage_data) == []
 

@@ -6,7 +6,7 @@ import hashlib
 import pytest
 
 from mirage_reffiles.testing.mirror import synthetic_bytes
-from mirage_reffiles.transfer.partial import PartialStore, kept_bytes
+from mirage_reffiles.transfer.partial import PartialStore, kept_bytes, pieces, resume_offset, segment_path
 from mirage_reffiles.unpack.gunzip import GunzipSink, ResumableGunzipSink
 from mirage_reffiles.unpack.inflate import available
 
@@ -77,3 +77,35 @@ def test_a_sink_that_cannot_resume_from_a_point_starts_over(tmp_path):
     second.sink.close()
     assert output.read_bytes() == DATA
     assert sorted(p.name for p in tmp_path.glob("dark.gz.part*")) == ["dark.gz.part"]  # the whole download, kept
+
+
+def test_a_segment_file_joins_the_kept_bytes_as_it_is(tmp_path):
+    """Bytes a helper connection fetched into a segment's file are not copied: the chain of kept files
+    refers to that file, resume points past it delete it, and a later run resumes across it."""
+    partial, output = tmp_path / "dark.gz.part", tmp_path / "dark.fits.part"
+    start, end = len(STREAM) // 3, 2 * len(STREAM) // 3
+    segment = segment_path(partial, start, end)
+    segment.write_bytes(STREAM[start:end])  # as a helper fetched it
+    first = PartialStore(partial, ResumableGunzipSink(output), every=200_000)
+    done, digest = receive(first, 0, start)
+    for position in range(start, end, CHUNK):
+        chunk = STREAM[position : min(position + CHUNK, end)]
+        first.write(chunk, segment)
+        digest.update(chunk)
+        first.sink.write(chunk)
+        done += len(chunk)
+        first.written(done, digest)
+    first.close()
+    first.sink.discard(keep=True)
+    assert segment.read_bytes() == STREAM[start:end]  # the point is inside it: it stays, as it was
+    own = [piece for piece in pieces(partial) if piece.end is None]
+    assert sum(piece.size for piece in own) == 0  # no byte of the segment was written a second time
+    assert resume_offset(partial) == kept_bytes(partial) == end
+
+    second = PartialStore(partial, ResumableGunzipSink(output), every=200_000)
+    done, digest = receive(second, end, len(STREAM))
+    second.close()
+    second.sink.close()
+    assert done == len(STREAM) and digest.hexdigest() == hashlib.sha256(STREAM).hexdigest()
+    assert output.read_bytes() == DATA
+    assert not segment.exists()  # a resume point past it deleted it

@@ -29,7 +29,7 @@ from mirage_reffiles.transfer.http import Expected, RetryPolicy, download, is_lo
 from mirage_reffiles.transfer.partial import kept_bytes, remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.unpack.content import head_of, is_fits
-from mirage_reffiles.unpack.gunzip import GunzipSink, ResumableGunzipSink
+from mirage_reffiles.unpack.gunzip import ArchiveSink, GunzipSink, ResumableGunzipSink, unpacked_size_hint
 from mirage_reffiles.unpack.inflate import available as inflate_available
 from mirage_reffiles.unpack.tar import Lane, Rename, extract_tarball, move_into_place
 
@@ -166,13 +166,12 @@ def fetch_tarball(
             return layout.record_path(mirage_data, file_id)
         partial = _partial(url, mirage_data, file_id, "tar.gz", kept_archive)
         staging = layout.staging_dir(mirage_data, file_id)
-        # The gzip CRC covers the whole stream, which tarfile never reads to the end.
-        check = GunzipSink(None, near=partial or staging)
-        size, sha256 = _receive_checked(url, partial, check, file_id, expected, policy, 1, file_id, log, False, mirrors)
+        # Unpacked once complete: extracting checks the gzip stream to its CRC, so it is inflated once.
+        sink = ArchiveSink(partial or staging)
+        size, sha256 = _receive_checked(url, partial, sink, file_id, expected, policy, 1, file_id, log, False, mirrors)
+        archive = partial or local_path(url)
         try:
-            members = extract_tarball(
-                partial or local_path(url), staging, log, size=check.size, lane=lane, rename=rename
-            )
+            members = extract_tarball(archive, staging, log, size=unpacked_size_hint(archive), lane=lane, rename=rename)
             if accept is not None:
                 accept(staging, members)
             move_into_place(staging, mirage_data)

@@ -88,6 +88,42 @@ class GunzipSink:
                 self.path.unlink(missing_ok=True)
 
 
+class ArchiveSink:
+    """Takes the bytes of an archive unpacked once it is complete (a tarball): the partial download keeps
+    them, and unpacking checks the gzip stream to its trailer, so nothing is done as they arrive."""
+
+    resumable = False
+
+    def __init__(self, near: Path):
+        self.path = near  # where disk space is needed
+
+    def write(self, chunk: bytes) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def discard(self, keep: bool = False) -> None:
+        pass
+
+
+def unpacked_size_hint(path: Path) -> int:
+    """At least how many bytes gzip file ``path`` unpacks to: its trailer's length (modulo 2**32),
+    raised by multiples of 2**32 to no less than the compressed size."""
+    size = path.stat().st_size
+    if size < 18:
+        return 0
+    with open(path, "rb") as handle:
+        handle.seek(-4, 2)
+        hint = int.from_bytes(handle.read(4), "little")
+    while hint < size:
+        hint += 1 << 32
+    return hint
+
+
 class ResumableGunzipSink:
     """Like :class:`GunzipSink` into a file, but its work can be saved and resumed.
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import os
 import shutil
 import tarfile
@@ -21,6 +22,9 @@ from mirage_reffiles.records import Produced
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.unpack.content import head_of, magic_for
 from mirage_reffiles.unpack.gunzip import INFLATE_ERRORS, gzip_reader
+
+#: Bytes read at a time past the tar's end.
+READ_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,8 @@ def extract_tarball(
     """Extract ``archive`` into the empty folder ``staging``, in one pass over its bytes.
 
     ``size``, the tar stream's unpacked size when known, must fit in the free
-    space first. Returns each regular file extracted, relative to
+    space first. The gzip stream is read to its end, past the tar's, so that
+    its CRC and length are checked. Returns each regular file extracted, relative to
     ``staging``; ``rename`` says where each member goes (by default its name
     without the leading ``mirage_data/``), or that it is left out. An unsafe
     member, one outside ``lane`` or one that is not what its name says
@@ -141,7 +146,9 @@ def extract_tarball(
                     _check_kind(member, staging / name)
                 done += member.size if member.isreg() else 0
                 progress.update(done)
-    except (tarfile.TarError, EOFError, *INFLATE_ERRORS) as error:
+            while stream.read(READ_BLOCK):  # to the gzip trailer: its CRC covers the whole stream
+                interrupt.check(f"unpacking {archive.name}")
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, *INFLATE_ERRORS) as error:
         raise UnpackError(f"corrupt or truncated tarball ({error})") from None
     progress.finish(done)
     return [
