@@ -122,9 +122,14 @@ def record_path(mirage_data: str | Path, file_id: str) -> Path:
     return Path(mirage_data) / STATE_DIR / "records" / f"{file_id}.json"
 
 
+def downloads_dir(mirage_data: str | Path) -> Path:
+    """Where unfinished downloads are kept (see :func:`partial_download_path`)."""
+    return Path(mirage_data) / STATE_DIR / "downloads"
+
+
 def partial_download_path(mirage_data: str | Path, file_id: str, archive: str) -> Path:
     """The compressed bytes received so far, kept so a later run can resume."""
-    return Path(mirage_data) / STATE_DIR / "downloads" / f"{file_id}.{archive}.part"
+    return downloads_dir(mirage_data) / f"{file_id}.{archive}.part"
 
 
 def staging_dir(mirage_data: str | Path, file_id: str) -> Path:

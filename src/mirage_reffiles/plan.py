@@ -13,7 +13,7 @@ import pandas as pd
 
 from mirage_reffiles.disk import existing_ancestor, free_space
 from mirage_reffiles.errors import SpaceError, UsageError
-from mirage_reffiles.layout import partial_download_path, target_path
+from mirage_reffiles.layout import downloads_dir, partial_download_path, target_path
 from mirage_reffiles.transfer.partial import kept_bytes
 
 #: Downloads that may run at once; each holds its partial file until done.
@@ -178,6 +178,6 @@ def make_plan(name: str, mirage_data: Path, rows: pd.DataFrame, keep_archives: b
     present = is_present(mirage_data, rows)
     missing = rows[~present]
     kept = 0
-    if partial_download_path(mirage_data, "x", "gz").parent.is_dir():
+    if downloads_dir(mirage_data).is_dir():
         kept = sum(kept_bytes(partial_download_path(mirage_data, r.file_id, r.archive)) for r in missing.itertuples())
     return Plan(name, mirage_data, missing, int(present.sum()), keep_archives, free_space(mirage_data), kept)

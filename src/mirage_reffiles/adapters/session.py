@@ -27,7 +27,7 @@ QUIET = False
 
 _display: Display | None = None
 _restore: dict = {}
-_signal_name: list[str] = []
+_stopped_by: str | None = None  # the name of the signal that stopped the run
 
 
 def snakemake_logger() -> logging.Logger:
@@ -40,10 +40,10 @@ def begin(verbose: bool, interval: float, main: bool = True) -> Display:
     """While the workflow is read: filter Snakemake's messages through a new display, and
     stop at once on a signal. Not ``main`` (a module of another workflow): the signals stay
     the host's."""
-    global _display
+    global _display, _stopped_by
     interrupt.STOP.clear()
     interrupt.STOPPED.clear()
-    del _signal_name[:]
+    _stopped_by = None
     if _display is not None:
         _display.detach(snakemake_logger())
     _display = Display(interval=interval, verbose=verbose)
@@ -83,9 +83,10 @@ def plan(files: int, total_bytes: int) -> None:
 
 def _on_signal(scheduler):
     def handler(signum, frame):
+        global _stopped_by
         if interrupt.STOP.is_set():
             return  # asked again: the downloads are already stopping
-        _signal_name.append(signal.Signals(signum).name)
+        _stopped_by = signal.Signals(signum).name
         interrupt.STOP.set()
         if scheduler is not None:
             scheduler.exit_gracefully()  # schedule nothing more; wait for the running jobs, which stop now
@@ -113,13 +114,13 @@ def end(success: bool) -> None:
     if interrupt.STOP.is_set() and not QUIET:
         print(stopped_line(), file=sys.stderr, flush=True)
         # The shell's convention for a run a signal ended (130 for Ctrl-C), instead of Snakemake's 1.
-        signum = signal.Signals[_signal_name[0]] if _signal_name else signal.SIGINT
+        signum = signal.Signals[_stopped_by] if _stopped_by else signal.SIGINT
         raise SystemExit(128 + signum)
 
 
 def stopped_line() -> str:
     """One line: what was stopped, what is kept, what to do."""
-    why = _signal_name[0] if _signal_name else "a stop request"
+    why = _stopped_by or "a stop request"
     stopped = interrupt.STOPPED
     if not stopped:
         return f"Stopped on {why}; nothing was being downloaded. Run the same command again to continue."
