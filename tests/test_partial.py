@@ -41,6 +41,16 @@ def stopped_midway(tmp_path):
     return partial, output
 
 
+def finished_from(partial, output, kept):
+    """A later run resumes at ``kept`` and ends with the whole file, its SHA-256 right."""
+    second = PartialStore(partial, ResumableGunzipSink(output), every=200_000)
+    done, digest = receive(second, kept, len(STREAM))
+    second.close()
+    second.sink.close()
+    assert done == len(STREAM) and digest.hexdigest() == hashlib.sha256(STREAM).hexdigest()
+    assert output.read_bytes() == DATA
+
+
 def test_a_download_stopped_midway_goes_on_from_its_last_resume_point(tmp_path):
     partial, output = stopped_midway(tmp_path)
     kept = kept_bytes(partial)
@@ -49,12 +59,7 @@ def test_a_download_stopped_midway_goes_on_from_its_last_resume_point(tmp_path):
     assert on_disk < 200_000 + 2 * CHUNK + 50_000  # bytes since the point, and the point: not the 1 MB received
     (tmp_path / "dark.gz.part.from123").write_bytes(b"left by a kill between two renames")
 
-    second = PartialStore(partial, ResumableGunzipSink(output), every=200_000)
-    done, digest = receive(second, kept, len(STREAM))
-    second.close()
-    second.sink.close()
-    assert done == len(STREAM) and digest.hexdigest() == hashlib.sha256(STREAM).hexdigest()
-    assert output.read_bytes() == DATA
+    finished_from(partial, output, kept)
     assert not (tmp_path / "dark.gz.part.from123").exists()
 
 
@@ -102,10 +107,5 @@ def test_a_segment_file_joins_the_kept_bytes_as_it_is(tmp_path):
     assert sum(piece.size for piece in own) == 0  # no byte of the segment was written a second time
     assert resume_offset(partial) == kept_bytes(partial) == end
 
-    second = PartialStore(partial, ResumableGunzipSink(output), every=200_000)
-    done, digest = receive(second, end, len(STREAM))
-    second.close()
-    second.sink.close()
-    assert done == len(STREAM) and digest.hexdigest() == hashlib.sha256(STREAM).hexdigest()
-    assert output.read_bytes() == DATA
+    finished_from(partial, output, end)
     assert not segment.exists()  # a resume point past it deleted it
