@@ -451,8 +451,9 @@ def segments_report(args, one: list[dict], shape: dict | None) -> str:
         f"This build is {single['wall'] / ours['wall']:.1f}x faster than one connection (target: 5x; its download "
         f"itself, without Snakemake's start and end, {single['wall'] / (ours['download'] or ours['wall']):.1f}x) and "
         f"{aria['wall'] / ours['wall']:.2f}x the speed of aria2c + pigz (target: at least 1x). The wire's limit, "
-        f"8 x {args.rate_mb} MB/s, is {wire:.1f} s; the build's wall "
-        "time includes about 2 s of Snakemake start-up. The last row is this machine's floor: the same build "
+        f"8 x {args.rate_mb} MB/s, is {wire:.1f} s; the build's wall time includes Snakemake's start and end "
+        f"({ours['wall'] - (ours['download'] or ours['wall']):.1f} s here). The last row is this machine's floor: "
+        "the same build "
         f"from the same server without its rate cap ({floor['wall']:.1f} s: unpacking, writing and serving on two "
         f"cores); capped, the build takes {ours['wall'] / max(floor['wall'], wire):.2f}x the larger of that floor "
         "and the wire's limit.",
