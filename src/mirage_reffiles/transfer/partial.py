@@ -246,7 +246,7 @@ class PartialStore:
         keep = self._chain[holding:]
         if keep and keep[0] is self._chain[-1] and keep[0].end is None and keep[0].start < resume:
             # The point is in the file the own connection appends to: the bytes from it on start a new one.
-            self._own.flush()
+            self.flush()
             with open(keep[0].path, "rb") as handle:
                 handle.seek(resume - keep[0].start)
                 tail = handle.read()
