@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import gzip
 import re
+import select
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -195,6 +197,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_body(file, start, length, fault, request)
         return status
 
+    def _client_gone(self, wait: float) -> bool:
+        """Wait up to ``wait`` seconds (the cap's pace), ending early, with True, when the client closes the
+        connection: so ``active`` and ``peak`` count what the client holds open, not what it left."""
+        readable, _, _ = select.select([self.connection], [], [], wait)
+        if not readable:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""  # a client sends nothing more, but its close
+        except OSError:
+            return True
+
     def _send_body(self, file: Path, start: int, length: int, fault: Fault, request: Request) -> None:
         chunk_size = 1 if fault.drip else _chunk_size(self.server.rate, fault)
         sent = 0
@@ -226,8 +239,8 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(fault.drip)
                 if self.server.rate and sent < length:
                     ahead = sent / self.server.rate - (time.monotonic() - began)
-                    if ahead > 0:
-                        time.sleep(ahead)
+                    if ahead > 0 and self._client_gone(ahead):
+                        return
 
 
 def _chunk_size(rate: float | None, fault: Fault) -> int:
