@@ -96,10 +96,10 @@ def _read_state(partial: Path) -> dict | None:
         return None
 
 
-def _chain(partial: Path, start: int) -> list[Piece]:
-    """The files holding the bytes from ``start`` on, one after another, as long as they follow on."""
+def _chain(found: list[Piece], start: int) -> list[Piece]:
+    """The files of ``found`` holding the bytes from ``start`` on, one after another, as long as they follow on."""
     by_start: dict[int, Piece] = {}
-    for piece in pieces(partial):
+    for piece in found:
         usable = piece.size and (piece.end is None or piece.stop <= piece.end)
         if usable and (piece.start not in by_start or piece.size > by_start[piece.start].size):
             by_start[piece.start] = piece
@@ -110,11 +110,12 @@ def _chain(partial: Path, start: int) -> list[Piece]:
     return chain
 
 
-def _kept(partial: Path) -> tuple[dict | None, list[Piece], int]:
-    """The resume point (None: from the start), the chain of files it resumes from, and where that chain ends."""
+def _kept(partial: Path, found: list[Piece] | None = None) -> tuple[dict | None, list[Piece], int]:
+    """The resume point (None: from the start), the chain of files it resumes from, and where that chain ends;
+    ``found`` is :func:`pieces` of ``partial`` when the caller has listed them already."""
     state = _read_state(partial)
     start, resume = (state["data_start"], state["partial_start"]) if state else (0, 0)
-    chain = _chain(partial, start)
+    chain = _chain(pieces(partial) if found is None else found, start)
     end = chain[-1].stop if chain else start
     if end < resume:  # the files holding the point are gone: nothing kept can be used
         return None, [], 0
@@ -124,8 +125,9 @@ def _kept(partial: Path) -> tuple[dict | None, list[Piece], int]:
 def kept_bytes(partial: Path) -> int:
     """How many bytes of the download are kept, and will not be fetched again: those up to where
     its next request starts, and the segments fetched beyond that."""
-    _, _, end = _kept(partial)
-    ahead = sum(p.size for p in pieces(partial) if p.end is not None and p.start >= end)
+    found = pieces(partial)
+    _, _, end = _kept(partial, found)
+    ahead = sum(p.size for p in found if p.end is not None and p.start >= end)
     return end + ahead
 
 
