@@ -28,10 +28,10 @@ sys.path.insert(0, str(REPO / "src"))
 
 import pandas as pd  # noqa: E402
 
-from mirage_reffiles.layout import TARBALL_FOLDERS, TARBALL_ROOT, tarball_member_destination  # noqa: E402
-from mirage_reffiles.table import load_table  # noqa: E402
+from mirage_reffiles.sources.mirage import load_table  # noqa: E402
 from mirage_reffiles.testing.mirror import build_mirror, synthetic_bytes  # noqa: E402
 from mirage_reffiles.testing.server import serve  # noqa: E402
+from mirage_reffiles.tree.layout import TARBALL_FOLDERS, TARBALL_ROOT, tarball_member_destination  # noqa: E402
 
 TABLE = REPO / "config" / "reference_files.csv"
 BLOCK = 8 << 20
@@ -334,7 +334,7 @@ def big_file(root: Path, size: int) -> dict:
     work.mkdir()
     with serve(mirror) as server:
         code = (
-            "from pathlib import Path; from mirage_reffiles.fetch import fetch_gzip; "
+            "from pathlib import Path; from mirage_reffiles.transfer.fetch import fetch_gzip; "
             f"fetch_gzip({server.url + 'nircam/darks/linearized/A1/big.fits.gz'!r}, Path('mirage_data'), 'big', "
             "'nircam/darks/linearized/A1/big.fits')"
         )

@@ -14,19 +14,19 @@ PACKAGE_ROOT = str(WORKFLOW_DIR / "src")
 if Path(PACKAGE_ROOT, "mirage_reffiles").is_dir():
     sys.path.insert(0, PACKAGE_ROOT)
 
-from mirage_reffiles import layout
+from mirage_reffiles.tree import layout
 from mirage_reffiles.adapters import session
 from mirage_reffiles.errors import ServerUnreachable, SpaceError, UsageError
-from mirage_reffiles.plan import make_plan
+from mirage_reffiles.tree.plan import make_plan
 from mirage_reffiles.transfer.probe import probe_any
 from mirage_reffiles.adapters.runtime import freeze, settle
-from mirage_reffiles.settings import check_config, check_mirage_data
+from mirage_reffiles.adapters.settings import check_config, check_mirage_data
 from mirage_reffiles.adapters.envfile import (
     export_lines,
     mirage_environment,
     write_env_file,
 )
-from mirage_reffiles.table import (
+from mirage_reffiles.sources.mirage import (
     SKIP_FLAGS,
     combine_rows,
     load_table,
@@ -36,7 +36,7 @@ from mirage_reffiles.table import (
     standard_groups,
     vocabulary,
 )
-from mirage_reffiles.fetch import FetchRequest, fetch_logged
+from mirage_reffiles.transfer.fetch import FetchRequest, fetch_logged
 from mirage_reffiles.adapters.reports import (
     clear_for_repair,
     finish_repair,
@@ -94,9 +94,9 @@ except (UsageError, OSError) as error:
 # grism folders add theirs.
 EXTRA_ROWS = []
 
-# Mirage's grism folders (mirage_reffiles.grism; their rule: rules/grism.smk):
+# Mirage's grism folders (mirage_reffiles.sources.grism; their rule: rules/grism.smk):
 # targets nircam_grism and niriss_grism, and part of `all` with grism: true.
-from mirage_reffiles.grism import (
+from mirage_reffiles.sources.grism import (
     GRISM_INSTRUMENTS,
     fetch_grism,
     grism_groups,
@@ -131,7 +131,7 @@ if config["grism"]:
 
 
 def get_grism_request(wildcards):
-    """What the job for one grism folder must do (see mirage_reffiles.grism.GrismRequest)."""
+    """What the job for one grism folder must do (see mirage_reffiles.sources.grism.GrismRequest)."""
     return grism_request(
         GRISM_TABLE, GRISM_ROWS.loc[wildcards.grism], MIRAGE_DATA, get_retry_policy()
     )
@@ -244,7 +244,7 @@ def get_retry_policy():
 
 
 def get_fetch_request(wildcards, input):
-    """What the job for one row must do (see mirage_reffiles.fetch.FetchRequest)."""
+    """What the job for one row must do (see mirage_reffiles.transfer.fetch.FetchRequest)."""
     row = get_row(wildcards)
     download_only = "server_path" in wildcards.keys()
     unpack_only = config["downloads_on_submit_host"] and not download_only
@@ -347,8 +347,8 @@ def get_repaired_targets(wildcards):
         return [get_target(rows.loc[file_id]) for file_id in handle.read().split()]
 
 
-# The bookkeeping's own checks (see mirage_reffiles.records and .verify).
-from mirage_reffiles.records import remove_unusable_records, unusable_records
+# The bookkeeping's own checks (see mirage_reffiles.tree.records and .verify).
+from mirage_reffiles.tree.records import remove_unusable_records, unusable_records
 
 # Names this run's list of cleared rows: each `repair` checks the tree anew.
 REPAIR_RUN = os.urandom(6).hex()

@@ -1,5 +1,5 @@
 # The `crds` target: a CRDS cache at crds_path with which crds resolves with no
-# server (see mirage_reffiles.crds_cache). Which reference files a set of
+# server (see mirage_reffiles.sources.crds). Which reference files a set of
 # observing modes needs is known only once the context's mappings are in the
 # cache and crds has been asked; that plan is made (once, then read back)
 # when a crds target is asked for, before any reference is downloaded, so a

@@ -1,7 +1,7 @@
 # Settings and input functions of the crds targets (rules/crds.smk).
 import glob
 
-from mirage_reffiles import crds_cache
+from mirage_reffiles.sources import crds as crds_cache
 from mirage_reffiles.adapters.envfile import crds_path_of
 from mirage_reffiles.errors import FetchError
 

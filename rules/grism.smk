@@ -1,4 +1,4 @@
-# Mirage's grism folders (mirage_reffiles.grism): each instrument's GitHub
+# Mirage's grism folders (mirage_reffiles.sources.grism): each instrument's GitHub
 # repository, fetched as an archive at the commit config/grism_files.csv pins,
 # its chosen version folder extracted into <inst>/GRISM_<INST>/current/ and
 # checked file by file against the table's git blob SHA-1s. The settings, the

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mirage_reffiles.table import load_table
+from mirage_reffiles.sources.mirage import load_table
 from mirage_reffiles.testing.mirror import build_mirror
 from mirage_reffiles.testing.server import serve
 

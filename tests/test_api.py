@@ -12,8 +12,8 @@ from conftest import Snakemake, expected_tree, tree
 from mirage_reffiles import download_reffiles
 from mirage_reffiles.api import profile_settings, workflow_dir
 from mirage_reffiles.errors import ServerUnreachable, SpaceError, UsageError
-from mirage_reffiles.layout import record_path, tarball_member_destination
-from mirage_reffiles.table import load_table, select
+from mirage_reffiles.sources.mirage import load_table, select
+from mirage_reffiles.tree.layout import record_path, tarball_member_destination
 
 
 def test_download_reffiles_builds_what_the_command_line_builds(tmp_path, server, mirror, monkeypatch):

@@ -12,14 +12,14 @@ import subprocess
 import pytest
 
 from conftest import TABLE_CSV, Snakemake, expected_tree, tree
-from mirage_reffiles import layout
-from mirage_reffiles.disk import exclusive
-from mirage_reffiles.records import load_record, read_record, remove_unusable_records, unusable_records
-from mirage_reffiles.table import load_table
+from mirage_reffiles.sources.mirage import load_table
 from mirage_reffiles.testing.mirror import build_mirror, synthetic_bytes
 from mirage_reffiles.testing.server import Fault, serve
+from mirage_reffiles.tree import layout
+from mirage_reffiles.tree.disk import exclusive
+from mirage_reffiles.tree.records import load_record, read_record, remove_unusable_records, unusable_records
+from mirage_reffiles.tree.verify import check_file, matches_table
 from mirage_reffiles.unpack.content import FITS_MAGIC
-from mirage_reffiles.verify import check_file, matches_table
 
 DARKS = ["fgs_raw_guider1_1", "fgs_raw_guider1_2", "fgs_raw_guider2_1"]
 LIBRARY = "mirage_fgs_cr_library"

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, Snakemake
-from mirage_reffiles import crds_cache
 from mirage_reffiles.adapters.envfile import SERVERLESS_URL, mirage_environment, write_env_file
 from mirage_reffiles.errors import UsageError
+from mirage_reffiles.sources import crds as crds_cache
 from mirage_reffiles.testing.crds_server import MIRAGE_TYPES, REFERENCE_DIR, serve_crds, write_context
 from mirage_reffiles.testing.server import Fault
 

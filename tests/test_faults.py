@@ -15,14 +15,14 @@ import time
 import pytest
 
 from conftest import REPO
-from mirage_reffiles import layout
 from mirage_reffiles.errors import FetchError, UnpackError
-from mirage_reffiles.fetch import fetch_gzip, fetch_tarball
-from mirage_reffiles.records import read_record
 from mirage_reffiles.testing.mirror import synthetic_bytes
 from mirage_reffiles.testing.server import Fault, serve
 from mirage_reffiles.transfer import http, partial
+from mirage_reffiles.transfer.fetch import fetch_gzip, fetch_tarball
 from mirage_reffiles.transfer.http import Expected, RetryPolicy
+from mirage_reffiles.tree import layout
+from mirage_reffiles.tree.records import read_record
 from mirage_reffiles.unpack.inflate import available as inflate_available
 
 FAST = RetryPolicy(retries=3, backoff=0.01, connect_timeout=5, read_timeout=5)
@@ -301,7 +301,7 @@ def test_two_runs_on_one_file_fetch_it_once(tmp_path, mirage_data):
     (root / "d/dark.fits.gz").write_bytes(DARK_GZ)
     with serve(root, rate=2_000_000) as server:  # slow enough for the two to overlap
         code = (
-            "import sys; from pathlib import Path; from mirage_reffiles.fetch import fetch_gzip; "
+            "import sys; from pathlib import Path; from mirage_reffiles.transfer.fetch import fetch_gzip; "
             f"fetch_gzip({server.url + 'd/dark.fits.gz'!r}, Path({str(mirage_data)!r}), 'dark', {DEST!r})"
         )
         env = {"PYTHONPATH": str(REPO / "src")}
@@ -324,7 +324,7 @@ def test_a_killed_fetch_resumes_from_its_last_resume_point(tmp_path, mirage_data
     with serve(root, rate=400_000) as server:  # about 3 s for the whole file
         code = (
             "from pathlib import Path; from mirage_reffiles.transfer import http, partial; "
-            "from mirage_reffiles.fetch import fetch_gzip; "
+            "from mirage_reffiles.transfer.fetch import fetch_gzip; "
             "partial.RESUME_EVERY = 100_000; http.CHUNK_SIZE = 32 << 10; "
             f"fetch_gzip({server.url + 'd/dark.fits.gz'!r}, Path({str(mirage_data)!r}), 'dark', {DEST!r})"
         )

@@ -13,9 +13,7 @@ import pytest
 import yaml
 
 from conftest import REPO, Snakemake, tree
-from mirage_reffiles.grism import choose_version, grism_rows, load_grism_table, version_order
-from mirage_reffiles.hashing import git_blob_sha1
-from mirage_reffiles.layout import grism_folder
+from mirage_reffiles.sources.grism import choose_version, grism_rows, load_grism_table, version_order
 from mirage_reffiles.testing.grism import (
     REPOSITORIES,
     archive_path,
@@ -25,6 +23,8 @@ from mirage_reffiles.testing.grism import (
     write_archive,
 )
 from mirage_reffiles.testing.server import Fault, serve
+from mirage_reffiles.tree.layout import grism_folder
+from mirage_reffiles.unpack.hashing import git_blob_sha1
 
 SCHEMA = yaml.safe_load((REPO / "config/schemas/grism_files.schema.yaml").read_text())
 

@@ -25,12 +25,13 @@ from test_faults import (
     tarball,
 )
 
-from mirage_reffiles import interrupt, layout
 from mirage_reffiles.errors import FetchError, Interrupted, UnpackError, VerifyError
-from mirage_reffiles.fetch import FetchRequest, fetch, fetch_tarball
 from mirage_reffiles.testing.mirror import synthetic_bytes
 from mirage_reffiles.testing.server import Fault, serve
+from mirage_reffiles.transfer import interrupt
+from mirage_reffiles.transfer.fetch import FetchRequest, fetch, fetch_tarball
 from mirage_reffiles.transfer.http import RetryPolicy
+from mirage_reffiles.tree import layout
 from mirage_reffiles.unpack.tar import Lane
 
 HALF = len(DARK_GZ) // 2

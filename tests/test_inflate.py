@@ -9,9 +9,9 @@ import zlib
 import pytest
 
 from mirage_reffiles.errors import UnpackError
-from mirage_reffiles.hashing import Sha256
 from mirage_reffiles.testing.mirror import synthetic_bytes
 from mirage_reffiles.unpack import inflate
+from mirage_reffiles.unpack.hashing import Sha256
 from mirage_reffiles.unpack.inflate import GzipInflater, ResumePoint, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="system zlib or OpenSSL not loadable")

@@ -10,13 +10,13 @@ import socket
 import pytest
 
 from conftest import expected_tree, fgs_raw_single, tree
-from mirage_reffiles import layout
-from mirage_reffiles.fetch import FetchRequest, fetch
-from mirage_reffiles.records import read_record
 from mirage_reffiles.testing.mirror import synthetic_bytes
 from mirage_reffiles.testing.server import serve
 from mirage_reffiles.transfer import segments
+from mirage_reffiles.transfer.fetch import FetchRequest, fetch
 from mirage_reffiles.transfer.http import Expected, RetryPolicy, as_base_urls
+from mirage_reffiles.tree import layout
+from mirage_reffiles.tree.records import read_record
 
 FAST = RetryPolicy(retries=2, backoff=0.01, connect_timeout=5, read_timeout=5)
 DARK = synthetic_bytes("mirrored", 6_000_000)

@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 
 from conftest import REPO, TABLE_CSV, Snakemake
-from mirage_reffiles.table import load_table, select, standard_groups
+from mirage_reffiles.sources.mirage import load_table, select, standard_groups
 from mirage_reffiles.testing.server import Fault
 
 

@@ -18,10 +18,10 @@ import time
 import pytest
 
 from conftest import REPO, TABLE_CSV, Snakemake, expected_tree, tree
-from mirage_reffiles import layout
-from mirage_reffiles.table import load_table
+from mirage_reffiles.sources.mirage import load_table
 from mirage_reffiles.testing.mirror import build_mirror, synthetic_bytes
 from mirage_reffiles.testing.server import serve
+from mirage_reffiles.tree import layout
 
 
 class _Any:

@@ -17,15 +17,15 @@ import time
 import pytest
 
 from conftest import REPO
-from mirage_reffiles import interrupt, layout
 from mirage_reffiles.errors import Interrupted
-from mirage_reffiles.fetch import FetchRequest, fetch, fetch_gzip
-from mirage_reffiles.records import read_record
-from mirage_reffiles.table import load_table
+from mirage_reffiles.sources.mirage import load_table
 from mirage_reffiles.testing.mirror import synthetic_bytes
 from mirage_reffiles.testing.server import Fault, serve
-from mirage_reffiles.transfer import partial, segments
+from mirage_reffiles.transfer import interrupt, partial, segments
+from mirage_reffiles.transfer.fetch import FetchRequest, fetch, fetch_gzip
 from mirage_reffiles.transfer.http import Expected, RetryPolicy
+from mirage_reffiles.tree import layout
+from mirage_reffiles.tree.records import read_record
 
 FAST = RetryPolicy(retries=3, backoff=0.01, connect_timeout=5, read_timeout=5)
 DARK = synthetic_bytes("segmented", 6_000_000)
@@ -145,7 +145,7 @@ def test_a_stop_ends_every_segment_thread_within_a_second_keeping_their_bytes(si
 KILLABLE = """
 import sys
 from pathlib import Path
-from mirage_reffiles.fetch import fetch_gzip
+from mirage_reffiles.transfer.fetch import fetch_gzip
 from mirage_reffiles.transfer import partial, segments
 partial.RESUME_EVERY = 256 << 10
 segments.BUDGET.configure(4, {segment})
@@ -193,7 +193,7 @@ def test_kill_9_with_segments_in_flight_resumes_each_from_what_it_kept(site, tmp
 WRITES = """
 import sys
 from pathlib import Path
-from mirage_reffiles.fetch import fetch_gzip
+from mirage_reffiles.transfer.fetch import fetch_gzip
 from mirage_reffiles.transfer import segments
 segments.BUDGET.configure(4, {segment})
 fetch_gzip(sys.argv[1], Path(sys.argv[2]), "dark", {dest!r})

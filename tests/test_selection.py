@@ -12,7 +12,14 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from mirage_reffiles.table import TableError, mirage_group, parse_instruments, select, select_group, standard_groups
+from mirage_reffiles.sources.mirage import (
+    TableError,
+    mirage_group,
+    parse_instruments,
+    select,
+    select_group,
+    standard_groups,
+)
 
 BASE_URL = "https://data.science.stsci.edu/redirect/JWST/jwst-simulations/mirage_reference_files/"
 FLAGS = ("skip_darks", "single_dark", "skip_cosmic_rays", "skip_psfs", "skip_soss")

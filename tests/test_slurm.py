@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import REPO, expected_tree, tree
-from mirage_reffiles.table import load_table, select, standard_groups
+from mirage_reffiles.sources.mirage import load_table, select, standard_groups
 from mirage_reffiles.testing.server import Fault
 
 SETTINGS = {"single_dark": True}  # 2 darks and 2 libraries: four cluster jobs

@@ -66,7 +66,7 @@ def test_the_installed_tools_work_from_any_folder(venv, tmp_path, table):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     python = str(venv / "python")
-    where = run(venv, python, "-c", "import mirage_reffiles.layout as l; print(l.WORKFLOW_DIR)", cwd=outside)
+    where = run(venv, python, "-c", "import mirage_reffiles.tree.layout as l; print(l.WORKFLOW_DIR)", cwd=outside)
     assert "site-packages" in where.stdout and str(REPO) not in where.stdout
     assert run(venv, "mirage-reffiles", "--version", cwd=outside).stdout.startswith("mirage-reffiles ")
     run(venv, python, "-m", "mirage_reffiles.mirror", "--help", cwd=outside)

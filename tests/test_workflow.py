@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from conftest import REPO, TABLE_CSV, Snakemake, expected_tree, tree
-from mirage_reffiles import layout
-from mirage_reffiles.table import load_table, select, standard_groups
+from mirage_reffiles.sources.mirage import load_table, select, standard_groups
 from mirage_reffiles.testing.server import Fault, serve
+from mirage_reffiles.tree import layout
 
 
 def group_rows(table, config, name, **flags):

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from mirage_reffiles import interrupt
 from mirage_reffiles.adapters import session
 from mirage_reffiles.adapters.runtime import unsettle
-from mirage_reffiles.adopt import adopt_mirage_tree
 from mirage_reffiles.errors import RunRefused, WorkflowNotFound
-from mirage_reffiles.layout import SHIPPED_TABLE, WORKFLOW_DIR, default_base_url
-from mirage_reffiles.table import load_table, mirage_group
+from mirage_reffiles.sources.mirage import load_table, mirage_group
+from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.transfer.http import as_base_urls
+from mirage_reffiles.tree.adopt import adopt_mirage_tree
+from mirage_reffiles.tree.layout import SHIPPED_TABLE, WORKFLOW_DIR, default_base_url
 
 
 def workflow_dir() -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from mirage_reffiles.table import DARK_TYPES, TableError, parse_instruments
+from mirage_reffiles.sources.mirage import DARK_TYPES, TableError, parse_instruments
 
 
 def _instrument(value: str) -> str:

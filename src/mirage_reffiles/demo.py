@@ -15,10 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mirage_reffiles.layout import SHIPPED_TABLE, WORKFLOW_DIR
-from mirage_reffiles.table import load_table
+from mirage_reffiles.sources.mirage import load_table
 from mirage_reffiles.testing.mirror import build_mirror
 from mirage_reffiles.testing.server import serve
+from mirage_reffiles.tree.layout import SHIPPED_TABLE, WORKFLOW_DIR
 
 
 def run_build(group: str, mirage_data: Path, base_url: str, table: Path, cores: int, workdir: Path) -> None:

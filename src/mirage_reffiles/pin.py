@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from mirage_reffiles.layout import add_table_options, table_output
-from mirage_reffiles.records import read_record
-from mirage_reffiles.table import load_table
+from mirage_reffiles.sources.mirage import load_table
+from mirage_reffiles.tree.layout import add_table_options, table_output
+from mirage_reffiles.tree.records import read_record
 
 
 def pin_table(table: pd.DataFrame, mirage_data: Path) -> tuple[pd.DataFrame, list[str]]:

@@ -18,9 +18,9 @@ import pandas as pd
 import requests
 
 from mirage_reffiles.errors import SizeError
-from mirage_reffiles.layout import add_table_options, default_base_url, table_output
-from mirage_reffiles.table import load_table
+from mirage_reffiles.sources.mirage import load_table
 from mirage_reffiles.transfer.http import USER_AGENT
+from mirage_reffiles.tree.layout import add_table_options, default_base_url, table_output
 
 
 def remote_size(session: requests.Session, url: str, timeout: float = 30) -> tuple[int, str]:

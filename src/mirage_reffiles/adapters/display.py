@@ -18,7 +18,7 @@ import threading
 import time
 from typing import TextIO
 
-from mirage_reffiles import interrupt
+from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.transfer.progress import BOARD, Board
 
 #: Snakemake's events (``record.event``) left out unless verbose: job blocks, banners, statistics.

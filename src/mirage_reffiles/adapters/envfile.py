@@ -6,8 +6,8 @@ import os
 import shlex
 from pathlib import Path
 
-from mirage_reffiles.disk import write_atomically
-from mirage_reffiles.layout import ENV_FILE
+from mirage_reffiles.tree.disk import write_atomically
+from mirage_reffiles.tree.layout import ENV_FILE
 
 #: A CRDS server URL with the word "serverless": crds attempts no network at all.
 SERVERLESS_URL = "https://jwst-serverless-mode.stsci.edu"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from mirage_reffiles.errors import DamageFound
-from mirage_reffiles.plan import status
-from mirage_reffiles.table import combine_rows, load_table
-from mirage_reffiles.verify import check_tree, clear_damaged, still_to_fetch, summarize
+from mirage_reffiles.sources.mirage import combine_rows, load_table
+from mirage_reffiles.tree.plan import status
+from mirage_reffiles.tree.verify import check_tree, clear_damaged, still_to_fetch, summarize
 
 
 def _rows(table: str, extra_rows: list[dict]):

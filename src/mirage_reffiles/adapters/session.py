@@ -14,9 +14,9 @@ import os
 import signal
 import sys
 
-from mirage_reffiles import interrupt
 from mirage_reffiles.adapters.display import Display, human_bytes
 from mirage_reffiles.errors import RunRefused, UsageError
+from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.transfer.progress import BOARD
 
 #: Signals that ask a run to stop: Ctrl-C, scancel or a time limit, a dropped ssh session.

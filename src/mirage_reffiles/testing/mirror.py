@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mirage_reffiles.layout import TARBALL_FOLDERS, TARBALL_ROOT, tarball_member_destination
+from mirage_reffiles.tree.layout import TARBALL_FOLDERS, TARBALL_ROOT, tarball_member_destination
 from mirage_reffiles.unpack.content import FITS_MAGIC
 
 #: The first card of a FITS file (80 characters): the build checks that every dark and FITS member begins so.
@@ -97,8 +97,8 @@ def build_mirror(root: Path, table: pd.DataFrame, size: int = 16_384) -> tuple[p
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from mirage_reffiles.layout import SHIPPED_TABLE
-    from mirage_reffiles.table import load_table, mirage_group, select_group
+    from mirage_reffiles.sources.mirage import load_table, mirage_group, select_group
+    from mirage_reffiles.tree.layout import SHIPPED_TABLE
 
     parser = argparse.ArgumentParser(
         prog="python -m mirage_reffiles.mirror",

@@ -4,7 +4,7 @@
 are redirects), honours the usual proxy variables and speaks ``file://``.
 A read on the socket never blocks for more than :data:`TICK`: the loop
 keeps its own account of timeouts and stalls, and notices a stop asked for
-(:mod:`mirage_reffiles.interrupt`) within a tick.
+(:mod:`mirage_reffiles.transfer.interrupt`) within a tick.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from mirage_reffiles import interrupt
 from mirage_reffiles.errors import FetchError, Interrupted, Refused, TransientError, VerifyError
+from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.transfer.partial import NoStore, PartialStore, remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.transfer.segments import BUDGET, Segments

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mirage_reffiles.errors import UnpackError
-from mirage_reffiles.hashing import Sha256, new_sha256
+from mirage_reffiles.unpack.hashing import Sha256, new_sha256
 from mirage_reffiles.unpack.inflate import available as inflate_available
 
 #: Compressed bytes between resume points.

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from mirage_reffiles import interrupt
 from mirage_reffiles.errors import FetchError, Interrupted
+from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.transfer.partial import pieces, segment_path
 
 #: Bytes of one segment: a request per 32 MB costs one round trip (about 1.6 s of transfer at 20 MB/s each).

@@ -9,7 +9,7 @@ import zlib
 from pathlib import Path
 
 from mirage_reffiles.errors import UnpackError
-from mirage_reffiles.hashing import crc32_read
+from mirage_reffiles.unpack.hashing import crc32_read
 from mirage_reffiles.unpack.inflate import GzipInflater, ResumePoint
 
 try:  # ISA-L inflates about twice as fast as zlib here (see docs/benchmarks.md)

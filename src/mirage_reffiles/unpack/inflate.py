@@ -26,8 +26,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from mirage_reffiles.errors import UnpackError
-from mirage_reffiles.hashing import can_save_sha256, crc32
-from mirage_reffiles.native import address, load
+from mirage_reffiles.unpack.hashing import can_save_sha256, crc32
+from mirage_reffiles.unpack.native import address, load
 
 Z_OK, Z_STREAM_END, Z_NEED_DICT, Z_BUF_ERROR = 0, 1, 2, -5
 Z_NO_FLUSH, Z_BLOCK = 0, 5

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from mirage_reffiles import interrupt
-from mirage_reffiles.disk import require_free_space
 from mirage_reffiles.errors import FetchError, UnpackError
-from mirage_reffiles.hashing import sha256_of
-from mirage_reffiles.layout import ARCHIVE_DIR, ENV_FILE, STATE_DIR, TARBALL_FOLDERS, tarball_member_destination
-from mirage_reffiles.records import Produced
+from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.transfer.progress import Progress
+from mirage_reffiles.tree.disk import require_free_space
+from mirage_reffiles.tree.layout import ARCHIVE_DIR, ENV_FILE, STATE_DIR, TARBALL_FOLDERS, tarball_member_destination
+from mirage_reffiles.tree.records import Produced
 from mirage_reffiles.unpack.content import head_of, magic_for
 from mirage_reffiles.unpack.gunzip import INFLATE_ERRORS, gzip_reader
+from mirage_reffiles.unpack.hashing import sha256_of
 
 #: Bytes read at a time past the tar's end.
 READ_BLOCK = 1 << 20

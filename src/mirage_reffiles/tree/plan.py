@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from mirage_reffiles.disk import existing_ancestor, free_space
 from mirage_reffiles.errors import SpaceError, UsageError
-from mirage_reffiles.layout import downloads_dir, partial_download_path, target_path
 from mirage_reffiles.transfer.partial import kept_bytes
+from mirage_reffiles.tree.disk import existing_ancestor, free_space
+from mirage_reffiles.tree.layout import downloads_dir, partial_download_path, target_path
 
 #: Downloads that may run at once; each holds its partial file until done.
 PARALLEL_DOWNLOADS = 8

@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from mirage_reffiles import interrupt, layout
-from mirage_reffiles.disk import exclusive, is_disk_full, require_free_space
 from mirage_reffiles.errors import FetchError, Interrupted, UnpackError, VerifyError
-from mirage_reffiles.layout import tarball_member_destination
-from mirage_reffiles.records import Produced, Record, read_record, write_record
-from mirage_reffiles.transfer import segments
+from mirage_reffiles.transfer import interrupt, segments
 from mirage_reffiles.transfer.http import Expected, RetryPolicy, download, is_local, local_path
 from mirage_reffiles.transfer.partial import kept_bytes, remove_partial
 from mirage_reffiles.transfer.progress import Progress
+from mirage_reffiles.tree import layout
+from mirage_reffiles.tree.disk import exclusive, is_disk_full, require_free_space
+from mirage_reffiles.tree.layout import tarball_member_destination
+from mirage_reffiles.tree.records import Produced, Record, read_record, write_record
 from mirage_reffiles.unpack.content import head_of, is_fits
 from mirage_reffiles.unpack.gunzip import ArchiveSink, GunzipSink, ResumableGunzipSink, unpacked_size_hint
 from mirage_reffiles.unpack.inflate import available as inflate_available

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from mirage_reffiles.disk import exclusive
-from mirage_reffiles.hashing import crc32_of, sha256_of
-from mirage_reffiles.layout import lock_path, record_path
-from mirage_reffiles.records import Produced, Record, load_record, write_record
+from mirage_reffiles.tree.disk import exclusive
+from mirage_reffiles.tree.layout import lock_path, record_path
+from mirage_reffiles.tree.records import Produced, Record, load_record, write_record
 from mirage_reffiles.unpack.content import head_of, is_fits
+from mirage_reffiles.unpack.hashing import crc32_of, sha256_of
 
 #: What a row of the table can be on disk.
 STATUSES = ("ok", "damaged", "missing")

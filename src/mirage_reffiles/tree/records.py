@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from mirage_reffiles.disk import write_atomically
-from mirage_reffiles.layout import lock_path, record_path
+from mirage_reffiles.tree.disk import write_atomically
+from mirage_reffiles.tree.layout import lock_path, record_path
 
 
 @dataclass
@@ -113,7 +113,7 @@ def remove_unusable_records(mirage_data: Path, file_ids: Iterable[str]) -> tuple
 
 @contextmanager
 def try_exclusive(lock_file: Path) -> Iterator[bool]:
-    """Take the lock that :func:`mirage_reffiles.disk.exclusive` takes, without waiting: yields whether it did."""
+    """Take the lock that :func:`mirage_reffiles.tree.disk.exclusive` takes, without waiting: yields whether it did."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "a") as handle:
         try:

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from mirage_reffiles import interrupt
 from mirage_reffiles.errors import FetchError
+from mirage_reffiles.transfer import interrupt
 
 #: Seconds between looks at a lock another run holds.
 LOCK_POLL = 0.2

@@ -24,10 +24,10 @@ from pathlib import Path
 import pandas as pd
 
 from mirage_reffiles.errors import UnpackError
-from mirage_reffiles.hashing import sha256_of
-from mirage_reffiles.layout import record_path, tarball_member_destination
-from mirage_reffiles.records import Produced, Record, write_record
+from mirage_reffiles.tree.layout import record_path, tarball_member_destination
+from mirage_reffiles.tree.records import Produced, Record, write_record
 from mirage_reffiles.unpack.gunzip import GunzipSink
+from mirage_reffiles.unpack.hashing import sha256_of
 
 CHUNK = 1 << 20
 

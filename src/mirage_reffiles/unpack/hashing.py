@@ -14,7 +14,7 @@ import hashlib
 import zlib
 from pathlib import Path
 
-from mirage_reffiles.native import address, load
+from mirage_reffiles.unpack.native import address, load
 
 try:  # ISA-L's CRC-32 is the fastest here; both release the GIL on large buffers
     from isal.isal_zlib import crc32

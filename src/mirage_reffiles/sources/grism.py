@@ -25,14 +25,14 @@ from typing import TextIO
 
 import pandas as pd
 
-from mirage_reffiles import layout
-from mirage_reffiles.disk import exclusive
 from mirage_reffiles.errors import TableError, UsageError, VerifyError
-from mirage_reffiles.fetch import fetch_tarball, twice_on_bad_bytes
-from mirage_reffiles.hashing import git_blob_sha1
-from mirage_reffiles.records import Produced, read_record
-from mirage_reffiles.table import validate_rows
+from mirage_reffiles.sources.mirage import validate_rows
+from mirage_reffiles.transfer.fetch import fetch_tarball, twice_on_bad_bytes
 from mirage_reffiles.transfer.http import RetryPolicy
+from mirage_reffiles.tree import layout
+from mirage_reffiles.tree.disk import exclusive
+from mirage_reffiles.tree.records import Produced, read_record
+from mirage_reffiles.unpack.hashing import git_blob_sha1
 from mirage_reffiles.unpack.tar import Lane
 
 #: The ``kind`` of a grism folder's row: not a kind of the reference table.

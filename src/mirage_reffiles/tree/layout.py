@@ -19,10 +19,10 @@ def _workflow_dir() -> Path:
     in a checkout (or an editable install) it is the top of the repository,
     which pyproject.toml installs as that package data: one copy of each file.
     """
-    installed = Path(str(resources.files(__package__) / "workflow"))
+    installed = Path(str(resources.files("mirage_reffiles") / "workflow"))
     if (installed / "Snakefile").is_file():
         return installed
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[3]
 
 
 #: Where the Snakefile, rules/, config/ and profiles/ are.
@@ -45,7 +45,7 @@ def table_output(table: Path, output: Path | None) -> Path:
     itself, except the one inside an installed package (a copy in the working directory)."""
     if output is not None:
         return output
-    if Path(table).resolve() == SHIPPED_TABLE.resolve() and WORKFLOW_DIR.parent == Path(__file__).resolve().parent:
+    if Path(table).resolve() == SHIPPED_TABLE.resolve() and WORKFLOW_DIR.parent == Path(__file__).resolve().parents[1]:
         return Path("reference_files.csv")
     return Path(table)
 
@@ -104,7 +104,7 @@ def default_grism_base_url() -> str:
 
 
 #: Where Mirage reads an instrument's grism data: the files of one version
-#: folder of its GitHub repository (see :mod:`mirage_reffiles.grism`).
+#: folder of its GitHub repository (see :mod:`mirage_reffiles.sources.grism`).
 GRISM_FOLDER = "{instrument}/GRISM_{INSTRUMENT}/current"
 
 

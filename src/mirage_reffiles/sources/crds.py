@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import TextIO
 
 from mirage_reffiles.adapters.envfile import SERVERLESS_URL
-from mirage_reffiles.disk import exclusive, require_free_space, write_atomically
 from mirage_reffiles.errors import FetchError, ServerUnreachable, UsageError, VerifyError
 from mirage_reffiles.transfer.http import Expected, RetryPolicy, download
 from mirage_reffiles.transfer.partial import remove_partial
+from mirage_reffiles.tree.disk import exclusive, require_free_space, write_atomically
 
 OBSERVATORY = "jwst"
 #: Mirage's reference types (mirage/utils/constants.py: CRDS_FILE_TYPES).
@@ -296,11 +296,11 @@ def best_references(crds_path: Path, context: str, modes: list[dict[str, str]], 
     crds runs in a child process: ``import crds`` writes its defaults into
     ``os.environ`` and keeps module-level state, which must not reach this one.
     """
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])
     environment = offline_environment(crds_path, context)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
     question = json.dumps({"context": context, "modes": modes, "types": list(types)})
-    done = subprocess.run([sys.executable, "-m", "mirage_reffiles.crds_cache"], input=question, env=environment,
+    done = subprocess.run([sys.executable, "-m", "mirage_reffiles.sources.crds"], input=question, env=environment,
                           capture_output=True, text=True, check=False)  # fmt: skip
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]

@@ -1,0 +1,1 @@
+"""Where the bytes come from: Mirage's table (mirage), the grism repositories (grism), a CRDS context (crds)."""
