@@ -3,7 +3,8 @@
 It answers the JSON-RPC calls the real ``crds`` client (filling its own cache) and this build make
 (``POST /json/<method>/<id>/``) and serves mappings and references under
 ``unchecked_get/{mappings,references}/jwst/`` as the real server does, with
-Range requests, a request log and faults (it is a :class:`.MirrorServer`).
+Range requests, a request log and faults (it is a :class:`.MirrorServer`);
+:attr:`CrdsServer.malformed` makes it answer a method with any body.
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ class CrdsServer(MirrorServer):
         self.RequestHandlerClass = _CrdsHandler
         self.context = context
         self.calls: list[str] = []
+        self.malformed: dict[str, bytes] = {}  # a method's raw answer body, in place of its right one
 
     def rpc_posts(self) -> list[Request]:
         return [r for r in self.requests if r.method == "POST"]
@@ -214,9 +216,10 @@ class _CrdsHandler(_Handler):
             method = body.get("method") or path.split("/")[1]
             answer = {"result": self.server.call(method, body.get("params") or []), "error": None, "id": body.get("id")}
         except (LookupError, ValueError, IndexError, TypeError) as error:
-            answer = {"result": None, "error": {"message": str(error)}, "id": None}
+            method, answer = None, {"result": None, "error": {"message": str(error)}, "id": None}
         request.status = HTTPStatus.OK
-        self._answer(HTTPStatus.OK, {"Content-Type": "application/json"}, json.dumps(answer).encode())
+        text = self.server.malformed.get(method) or json.dumps(answer).encode()
+        self._answer(HTTPStatus.OK, {"Content-Type": "application/json"}, text)
         self.close_connection = True
 
 

@@ -237,8 +237,9 @@ def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
     """Do what ``request`` asks; the file that stands for it being done is returned.
 
     Its sources (``url``, then each of ``mirrors``) are tried in order: one
-    that is unreachable, answers 404, or fails after its retries gives way
-    to the next. While all of them may serve segments of a large file, bytes
+    that fails in any way (unreachable, a 404, out of retries, a redirect
+    elsewhere than http(s), an error of any kind) gives way to the next, and
+    the last one's failure is raised as a :class:`FetchError`. While all of them may serve segments of a large file, bytes
     that fail a check (a wrong size or digest, not a FITS file, a refused
     archive) were discarded and are fetched again from one source at a time,
     starting with the same one: a proxy's or the network's hiccup heals, and
@@ -269,10 +270,10 @@ def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
                 alone_from = f" from {url} alone" if not alone and len(sources) > 1 else ""
                 print(f"{request.file_id}: {error}; fetching it {again}{alone_from}", file=out, flush=True)
             alone = True
-        except FetchError as error:
-            failure = error
+        except Exception as error:  # noqa: BLE001 (whatever a source causes, the next source is tried)
+            failure = error if isinstance(error, FetchError) else FetchError(f"{url}: {type(error).__name__}: {error}")
             if index + 1 < len(sources):
-                print(f"{request.file_id}: {error}; trying the next source, {sources[index + 1]}", file=out,
+                print(f"{request.file_id}: {failure}; trying the next source, {sources[index + 1]}", file=out,
                       flush=True)  # fmt: skip
             index += 1
     raise failure

@@ -2,9 +2,11 @@
 
 ``urllib.request`` does the HTTP: it follows redirects (the server's URLs
 are redirects), honours the usual proxy variables and speaks ``file://``.
-A read on the socket never blocks for more than :data:`TICK`: the loop
-keeps its own account of timeouts and stalls, and notices a stop asked for
-(:mod:`mirage_reffiles.transfer.interrupt`) within a tick.
+Connecting and the response headers are bound by one deadline per request,
+``connect_timeout + read_timeout`` (see :mod:`.clock`); a read of the body
+never blocks for more than :data:`.clock.TICK`: the loop keeps its own
+account of timeouts and stalls. Either way a stop asked for
+(:mod:`mirage_reffiles.transfer.interrupt`) is noticed within a tick.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Protocol, TextIO
 
 from mirage_reffiles.errors import FetchError, Interrupted, Refused, TransientError, VerifyError
 from mirage_reffiles.transfer import interrupt
+from mirage_reffiles.transfer.clock import TICK, Clock
 from mirage_reffiles.transfer.partial import NoStore, PartialStore, remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.transfer.segments import BUDGET, Segments
@@ -36,8 +39,6 @@ USER_AGENT = "mirage-reffiles"
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 #: Content types of a page, never of a reference file: an error page from the server or a proxy.
 PAGE_TYPES = frozenset({"text/html", "text/plain"})
-#: The longest one read on the socket may block, in seconds.
-TICK = 0.5
 
 
 class Sink(Protocol):
@@ -197,7 +198,8 @@ def open_from(url: str, offset: int, policy: RetryPolicy, end: int | None = None
         headers["Range"] = f"bytes={offset}-{'' if end is None else end - 1}"
     request = urllib.request.Request(url, headers=headers)
     try:
-        response = urllib.request.urlopen(request, timeout=policy.connect_timeout)
+        with Clock(policy.connect_timeout + policy.read_timeout, "answer from the server") as clock:
+            response = clock.open(request, policy.connect_timeout)
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:
             # Asked for bytes past the end: complete if the length is ours.
@@ -209,7 +211,7 @@ def open_from(url: str, offset: int, policy: RetryPolicy, end: int | None = None
         if error.code in TRANSIENT_STATUSES:
             raise TransientError(message, _retry_after(error.headers)) from None
         raise FetchError(message) from None
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
         if isinstance(reason, FileNotFoundError):
             raise FetchError(f"{url} does not exist") from None
