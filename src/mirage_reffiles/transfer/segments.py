@@ -198,6 +198,7 @@ class Segments:
             if self.total is None:
                 return size
             while done + size > self.stream_end and self.stream_end < self.total:
+                interrupt.check()
                 if not self._absorb(self.stream_end):
                     return self.stream_end - done
                 later = [start for start in self._by_start if start > self.stream_end]
@@ -289,7 +290,7 @@ class Segments:
         the last full segments alone."""
         size = BUDGET.segment_size
         share = -(-max(0, (self.total or 0) - start) // (BUDGET.cap or 1))
-        return min(size, max(size // TAIL_DIVISOR, min(start // 4, share)))
+        return max(1, min(size, max(size // TAIL_DIVISOR, min(start // 4, share))))  # never 0: the loops move on
 
     def _claim(self) -> Segment | None:
         """The next segment for a helper (under the lock): one left unfinished, else a new one past the others."""
