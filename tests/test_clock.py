@@ -131,7 +131,7 @@ def test_segments_of_a_few_bytes_still_move_on_and_stop_on_request(tmp_path, bud
         def run():
             try:
                 download(server.url + PATH, tmp_path / "dark.part", _Discard(), policy=SHORT, log=io.StringIO())
-            except BaseException as error:  # noqa: BLE001 (the test reads what ended it)
+            except BaseException as error:
                 outcome.append(error)
 
         thread = threading.Thread(target=run, daemon=True)

@@ -104,8 +104,12 @@ def _end_now(signum: int) -> None:
     ``kill -9``).
     """
     with contextlib.suppress(OSError):  # standard error may be a closed pipe
-        print(f"Stopped on {signal.Signals(signum).name}, asked twice: ending now without waiting for the downloads; "
-              "the bytes fetched are kept. Run the same command again to continue.", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"Stopped on {signal.Signals(signum).name}, asked twice: ending now without waiting for the downloads;"
+            " the bytes fetched are kept. Run the same command again to continue.",
+            file=sys.stderr,
+            flush=True,
+        )
     os._exit(128 + signum)
 
 

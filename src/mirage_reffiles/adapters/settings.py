@@ -64,7 +64,7 @@ def check_config(config: Mapping, schema: Mapping) -> dict:
             problem = f"{value!r} is not one of {', '.join(map(str, spec['enum']))}"
         elif spec.get("type") == "boolean":
             problem = f"{value!r} is not true or false"
-        elif key in infinite or error.validator != "type" and isinstance(value, int | float):
+        elif key in infinite or (error.validator != "type" and isinstance(value, int | float)):
             problem = f"{value!r} is out of range; it must be {allowed(spec)}"
         else:
             problem = error.message

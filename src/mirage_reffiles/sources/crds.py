@@ -176,7 +176,8 @@ def rpc(server_url: str, method: str, *params, timeout: float = 60.0, expect: ty
         try:
             result = json.loads(gzip.decompress(base64.b64decode(result["crds_payload"], validate=True)))
         except (KeyError, TypeError, ValueError, OSError, EOFError, zlib.error) as error:
-            raise _malformed(server_url, method, f"an unreadable crds_payload ({error or type(error).__name__})")
+            what = f"an unreadable crds_payload ({error or type(error).__name__})"
+            raise _malformed(server_url, method, what) from None
     if not isinstance(result, expect):
         raise _malformed(server_url, method, f"a {_kind(result)} where a {_kind(expect())} was expected")
     return result
@@ -212,7 +213,8 @@ def file_info(server_url: str, names: list[str]) -> dict[str, dict]:
     for name in names:
         size, sha1sum = info[name].get("size"), info[name].get("sha1sum")
         if not re.fullmatch(r"\d{1,15}", str(size)) or not re.fullmatch(r"[0-9a-fA-F]{40}", str(sha1sum)):
-            raise _malformed(server_url, "get_file_info_map", f"size {size!r:.30} and sha1sum {sha1sum!r:.50} for {name}")
+            what = f"size {size!r:.30} and sha1sum {sha1sum!r:.50} for {name}"
+            raise _malformed(server_url, "get_file_info_map", what)
         checked[name] = {"size": int(size), "sha1sum": sha1sum}
     return checked
 

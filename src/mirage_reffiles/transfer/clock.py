@@ -65,7 +65,7 @@ class Clock:
     def __exit__(self, kind, error, trace) -> None:
         _WATCHER.disarm(self)
         # Once rung, whatever came back (an error, or headers cut short) is not the answer.
-        if self.rang and (error is None or isinstance(error, Exception) and not isinstance(error, Interrupted)):
+        if self.rang and (error is None or (isinstance(error, Exception) and not isinstance(error, Interrupted))):
             self.check()
 
     def check(self) -> None:

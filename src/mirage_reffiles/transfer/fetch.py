@@ -239,8 +239,8 @@ def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
     Its sources (``url``, then each of ``mirrors``) are tried in order: one
     that fails in any way (unreachable, a 404, out of retries, a redirect
     elsewhere than http(s), an error of any kind) gives way to the next, and
-    the last one's failure is raised as a :class:`FetchError`. While all of them may serve segments of a large file, bytes
-    that fail a check (a wrong size or digest, not a FITS file, a refused
+    the last one's failure is raised as a :class:`FetchError`. While all of
+    them may serve segments of a large file, bytes that fail a check (a wrong size or digest, not a FITS file, a refused
     archive) were discarded and are fetched again from one source at a time,
     starting with the same one: a proxy's or the network's hiccup heals, and
     a source serving bad bytes is found out, before the error stands.
@@ -270,7 +270,7 @@ def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
                 alone_from = f" from {url} alone" if not alone and len(sources) > 1 else ""
                 print(f"{request.file_id}: {error}; fetching it {again}{alone_from}", file=out, flush=True)
             alone = True
-        except Exception as error:  # noqa: BLE001 (whatever a source causes, the next source is tried)
+        except Exception as error:  # whatever a source causes, the next source is tried
             failure = error if isinstance(error, FetchError) else FetchError(f"{url}: {type(error).__name__}: {error}")
             if index + 1 < len(sources):
                 print(f"{request.file_id}: {failure}; trying the next source, {sources[index + 1]}", file=out,
