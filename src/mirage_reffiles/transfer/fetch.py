@@ -240,10 +240,11 @@ def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
     that fails in any way (unreachable, a 404, out of retries, a redirect
     elsewhere than http(s), an error of any kind) gives way to the next, and
     the last one's failure is raised as a :class:`FetchError`. While all of
-    them may serve segments of a large file, bytes that fail a check (a wrong size or digest, not a FITS file, a refused
-    archive) were discarded and are fetched again from one source at a time,
-    starting with the same one: a proxy's or the network's hiccup heals, and
-    a source serving bad bytes is found out, before the error stands.
+    them may serve segments of a large file, bytes that fail a check (a
+    wrong size or digest, not a FITS file, a refused archive) were discarded
+    and are fetched again from one source at a time, starting with the same
+    one: a proxy's or the network's hiccup heals, and a source serving bad
+    bytes is found out, before the error stands.
     """
     out = log or sys.stderr
     segments.BUDGET.configure(request.connections, request.segment_size)
