@@ -49,3 +49,16 @@ if config["downloads_on_submit_host"]:
             f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/submit_host/{{server_path}}.log",
         resources:
             downloads=1,
+
+
+# A file of a tarball or a grism folder asked for by its path (from the command
+# line, or by a workflow using this one as a module): its archive's record.
+rule locate_member:
+    input:
+        get_member_archive,
+    output:
+        member=f"{MIRAGE_DATA}/{{member}}",
+    log:
+        ".snakemake/reffiles/logs/members/{member}.log",
+    run:
+        check_member(output.member, input, log[0])
