@@ -23,7 +23,6 @@ from mirage_reffiles.adapters.envfile import (
     write_env_file,
 )
 from mirage_reffiles.adapters.reports import (
-    check_member,
     clear_for_repair,
     finish_repair,
     show_status,
@@ -35,7 +34,12 @@ from mirage_reffiles.errors import FetchError, ServerUnreachable, SpaceError, Us
 from mirage_reffiles.sources import crds, rows
 from mirage_reffiles.sources.catalog import CRDS_GROUPS, Catalog, retry_policy
 from mirage_reffiles.sources.grism import fetch_grism, grism_request
-from mirage_reffiles.transfer.fetch import FetchRequest, fetch_logged
+from mirage_reffiles.transfer.fetch import (
+    FetchRequest,
+    fetch,
+    fetch_logged,
+    fetch_member,
+)
 from mirage_reffiles.transfer.http import Expected, as_url
 from mirage_reffiles.transfer.probe import probe_any
 from mirage_reffiles.tree import layout
@@ -136,7 +140,13 @@ def get_group_input(name):
                     plan.check_writable()
                     probe_any(rows.urls(plan.missing.iloc[0]))
                     session.plan(plan.missing)
-        except (SpaceError, UsageError, ServerUnreachable, FetchError, OSError) as error:
+        except (
+            SpaceError,
+            UsageError,
+            ServerUnreachable,
+            FetchError,
+            OSError,
+        ) as error:
             raise session.refuse(error)
         return [str(layout.target_path(row)) for row in selection.itertuples()]
 
@@ -160,13 +170,19 @@ def get_downloaded(wildcards):
 
 def get_fetch_request(wildcards, input):
     """What the job for one row must do (see mirage_reffiles.transfer.fetch.FetchRequest)."""
-    row = get_row(wildcards)
     download_only = "server_path" in wildcards.keys()
     unpack_only = config["downloads_on_submit_host"] and not download_only
-    keep = config["keep_archives"] and not unpack_only and not download_only
+    return fetch_request(
+        get_row(wildcards), as_url(input.archive) if unpack_only else "", download_only
+    )
+
+
+def fetch_request(row, archive="", download_only=False):
+    """The request that fetches ``row`` (of Mirage's table): from its sources, or unpacking ``archive``."""
+    keep = config["keep_archives"] and not archive and not download_only
     sources = rows.urls(row)
     return FetchRequest(
-        url=as_url(input.archive) if unpack_only else sources[0],
+        url=archive or sources[0],
         mirage_data=MIRAGE_DATA,
         file_id=row.file_id,
         archive=row.archive,
@@ -183,7 +199,7 @@ def get_fetch_request(wildcards, input):
         kind=row.kind,
         instrument=row.instrument,
         reserved=frozenset(DARKS.destination),
-        mirrors=() if unpack_only else tuple(sources[1:]),
+        mirrors=() if archive else tuple(sources[1:]),
         connections=get_connection_cap(download_only),
         segment_size=int(config["segment_mb"] * 2**20),
     )
@@ -191,7 +207,11 @@ def get_fetch_request(wildcards, input):
 
 def get_grism_request(wildcards):
     """What the job for one grism folder must do (see mirage_reffiles.sources.grism.GrismRequest)."""
-    row = CATALOG.rows.loc[wildcards.grism]
+    return grism_fetch_request(wildcards.grism)
+
+
+def grism_fetch_request(file_id):
+    row = CATALOG.rows.loc[file_id]
     return grism_request(CATALOG.grism_table, row, MIRAGE_DATA, retry_policy(config))
 
 
@@ -225,22 +245,27 @@ def get_connection_cap(download_only):
     return int(cap) if cap else None
 
 
-def get_member_archive(wildcards):
-    """The tarball (or grism folder) whose lane holds a file asked for by path: its record.
+def get_member_fetches(wildcards):
+    """How to fetch the tarball (or grism folder) whose lane holds a file asked for by path.
 
     Where several tarballs share the lane, the one whose record lists the
-    file; with no record yet, all of them (their members are not known before).
+    file first (their members are not known before they are fetched).
     """
     candidates = rows.lane_of(CATALOG.rows, MIRAGE_DATA, wildcards.member)
     listed = [
-        row
+        row.file_id
         for row in candidates.itertuples()
         if (record := read_record(MIRAGE_DATA, row.file_id))
         and wildcards.member in {item.path for item in record.files}
     ]
+    ordered = candidates.loc[listed + [i for i in candidates.index if i not in listed]]
     return [
-        ancient(str(layout.target_path(row)))
-        for row in (listed or candidates.itertuples())
+        (
+            (fetch_grism, grism_fetch_request(row.file_id))
+            if row.source == "grism"
+            else (fetch, fetch_request(row))
+        )
+        for row in ordered.itertuples()
     ]
 
 

@@ -52,13 +52,16 @@ if config["downloads_on_submit_host"]:
 
 
 # A file of a tarball or a grism folder asked for by its path (from the command
-# line, or by a workflow using this one as a module): its archive's record.
-rule locate_member:
-    input:
-        get_member_archive,
+# line, or by a workflow using this one as a module): a job only when it is not
+# in place, which fetches the archive whose lane holds it.
+rule fetch_member:
     output:
         member=f"{MIRAGE_DATA}/{{member}}",
     log:
         ".snakemake/reffiles/logs/members/{member}.log",
+    resources:
+        downloads=1,
+    params:
+        fetches=get_member_fetches,
     run:
-        check_member(output.member, input, log[0])
+        fetch_member(output.member, params.fetches, log[0])

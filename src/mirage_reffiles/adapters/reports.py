@@ -95,16 +95,3 @@ def finish_repair(cleared: str, log: str) -> None:
     Path(log).write_text(f"fetched again: {' '.join(file_ids) or 'nothing'}\n")
     Path(cleared).unlink()
 
-
-def check_member(path: str, records: list[str], log: str) -> None:
-    """A file asked for by path, once the archives whose lane holds it are in place: there, or a
-    short answer naming those archives (a path none of them holds, or a member lost since)."""
-    if Path(path).is_file():
-        return
-    names = ", ".join(Path(record).stem for record in records) or "none"
-    message = (
-        f"{path} is not in place although the archives whose folder holds it are ({names}): "
-        "check the name (`ls` the folder), or run `snakemake verify` and `snakemake --cores 8 repair`"
-    )
-    _show(message, log)
-    raise DamageFound(message)
