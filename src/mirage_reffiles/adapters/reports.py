@@ -94,4 +94,3 @@ def finish_repair(cleared: str, log: str) -> None:
     file_ids = Path(cleared).read_text().split()
     Path(log).write_text(f"fetched again: {' '.join(file_ids) or 'nothing'}\n")
     Path(cleared).unlink()
-
