@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from mirage_reffiles.errors import FetchError, Interrupted
+from mirage_reffiles.errors import Interrupted
 from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.transfer.partial import pieces, segment_path
 
@@ -321,7 +321,7 @@ class Segments:
                     self.fetch_range(source, segment, self._wrote(segment, source), lambda: self.stopping)
                 except Interrupted:
                     return
-                except FetchError as error:
+                except Exception as error:  # whatever the source caused: the own connection fetches the rest
                     print(f"{source}: not used for segments of this file: {error}", file=self.log, flush=True)
                     with self._cond:
                         if source in self.sources:
