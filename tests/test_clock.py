@@ -319,3 +319,15 @@ def test_a_malformed_crds_answer_is_refused_in_a_line(tmp_path, crds_root, metho
     message = str(refused.value)
     assert message.startswith(f"the CRDS server {server.url} answered {method} with ")
     assert words in message and len(message) < 300 and "\n" not in message
+
+
+def test_a_build_asking_a_crds_server_that_answers_nonsense_ends_in_a_few_lines(tmp_path, crds_root):
+    with serve_crds(crds_root, "jwst_0001.pmap") as server:
+        server.malformed["get_mapping_names"] = b"[1, 2]"
+        settings = {"crds_path": tmp_path / "cache", "crds_context": "jwst_0001.pmap", "crds_server_url": server.url,
+                    "crds_modes": REPO / "config/crds_modes.csv"}  # fmt: skip
+        cmd = command(tmp_path, "http://127.0.0.1:9/", REPO / "config/reference_files.csv", "crds", **settings)
+        result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"the CRDS server {server.url} answered get_mapping_names with a JSON list" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 5, result.stderr
