@@ -14,7 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from mirage_reffiles.errors import ServerUnreachable, TransientError
+from mirage_reffiles.errors import FetchError, Interrupted, ServerUnreachable, TransientError
 from mirage_reffiles.transfer.clock import Clock
 
 #: Seconds to wait for the server's answer (connecting, then its headers) before calling it unreachable.
@@ -33,12 +33,14 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT) -> None:
     try:
         with Clock(timeout) as clock:
             clock.open(request, timeout).close()
+    except Interrupted:
+        raise
     except urllib.error.HTTPError:
         return  # it answered
-    except TransientError:  # the clock: no answer in time (connected or not)
-        raise ServerUnreachable(explain(host, TimeoutError(), timeout)) from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
-        raise ServerUnreachable(explain(host, getattr(error, "reason", error), timeout)) from None
+    except (FetchError, urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        # TransientError is the clock's: no answer in time, connected or not.
+        reason = TimeoutError() if isinstance(error, TransientError) else getattr(error, "reason", error)
+        raise ServerUnreachable(explain(host, reason, timeout)) from None
 
 
 def explain(host: str, reason: object, timeout: float = PROBE_TIMEOUT) -> str:
