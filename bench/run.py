@@ -16,6 +16,7 @@ import argparse
 import gzip
 import hashlib
 import os
+import random
 import re
 import subprocess
 import sys
@@ -29,7 +30,7 @@ sys.path.insert(0, str(REPO / "src"))
 import pandas as pd  # noqa: E402
 
 from mirage_reffiles.sources.mirage import load_table  # noqa: E402
-from mirage_reffiles.testing.mirror import build_mirror, synthetic_bytes  # noqa: E402
+from mirage_reffiles.testing.mirror import FITS_CARD, build_mirror, synthetic_bytes  # noqa: E402
 from mirage_reffiles.testing.server import serve  # noqa: E402
 from mirage_reffiles.tree.layout import TARBALL_FOLDERS, TARBALL_ROOT, tarball_member_destination  # noqa: E402
 
@@ -61,6 +62,14 @@ def settle(warm: Path | None = None) -> None:
             with open(path, "rb") as handle:
                 while handle.read(BLOCK):
                     pass
+
+
+def machine() -> str:
+    """The machine a run measured, in words: its cores, how busy they were before it began, and that the
+    test server shares them (it runs in this process)."""
+    load = os.getloadavg()[0]
+    return (f"a machine of {os.cpu_count()} cores (load average {load:.1f} when the run began; the test server "
+            "runs on the same cores, sharing them with what it serves)")  # fmt: skip
 
 
 def run_measured(command: list[str], cwd: Path, env: dict | None = None, warm: Path | None = None) -> dict:
@@ -228,6 +237,69 @@ def one_dark(root: Path, size: int, rate: float, latency: float) -> list[dict]:
     return results
 
 
+def incompressible_dark(path: Path, seed: str, size: int) -> tuple[str, str]:
+    """A gzip file of ``size`` random bytes (as a FGS dark: it barely compresses), made once:
+    (SHA-256 of the gzip, of its content)."""
+    stamp = path.parent / (path.name + ".sha256")
+    if not stamp.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generator, digest = random.Random(seed), hashlib.sha256()
+        with gzip.GzipFile(path, "wb", compresslevel=1, mtime=0) as out:
+            for start in range(0, size, BLOCK):
+                block = generator.randbytes(min(BLOCK, size - start))
+                if not start:
+                    block = FITS_CARD + block[len(FITS_CARD) :]  # a FITS file's first card, as every dark
+                digest.update(block)
+                out.write(block)
+        stamp.write_text(f"{sha256_file(path)} {digest.hexdigest()}")
+    archive, content = stamp.read_text().split()
+    return archive, content
+
+
+def slow_pair(root: Path, size: int, rate: float, latency: float) -> list[dict]:
+    """Case 3: two FGS darks of ``size`` random bytes on slow connections, 8 in all: this build (cap 8) vs
+    aria2c with 8 connections in all (4 per file, two files at once), then pigz -d."""
+    table = load_table(TABLE)
+    rows = table[(table.instrument == "fgs") & (table.kind == "dark") & (table.dark_type == "raw")].iloc[:2].copy()
+    mirror = root / f"slow_{size}"
+    expected = {}
+    for row in rows.itertuples():
+        archive, expected[row.destination] = incompressible_dark(mirror / row.path, row.file_id, size)
+        rows.loc[row.Index, ["size_bytes", "size_exact", "sha256"]] = [
+            str((mirror / row.path).stat().st_size), "true", archive]  # fmt: skip
+    table_csv = root / "slow_pair.csv"
+    rows.to_csv(table_csv, index=False)
+    compressed = sum(int(n) for n in rows.size_bytes)
+    results = []
+    with serve(mirror, rate=rate, latency=latency) as server:
+        for name in ("this build (cap 8)", "aria2c -j2 -x4 -s4, then pigz -d"):
+            work = root / f"slow_{len(results)}"
+            subprocess.run(["rm", "-rf", str(work)], check=True)
+            mirage_data = work / "mirage_data"
+            outputs = [mirage_data / row.destination for row in rows.itertuples()]
+            for output in outputs:
+                output.parent.mkdir(parents=True, exist_ok=True)
+            if name.startswith("this build"):
+                settings = {"base_url": server.url, "mirage_data": mirage_data, "reference_table": table_csv,
+                            "instrument": "fgs", "dark_type": "raw"}  # fmt: skip
+                command = snakemake("all", work, settings)
+            else:
+                listing = work / "urls.txt"
+                listing.write_text("".join(
+                    f"{server.url}{row.path}\n  dir={output.parent}\n  out={output.name}.gz\n"
+                    for row, output in zip(rows.itertuples(), outputs, strict=True)))  # fmt: skip
+                unpack = " ".join(f"'{output}.gz'" for output in outputs)
+                command = ["sh", "-c", f"aria2c -q -j2 -x4 -s4 --min-split-size=1M --file-allocation=none "
+                           f"-i '{listing}' && pigz -d {unpack}"]  # fmt: skip
+            before = len(server.gets())
+            measured = run_measured(command, work, warm=mirror)
+            check_outputs(name, mirage_data, {row.destination: expected[row.destination] for row in rows.itertuples()})
+            gets = server.gets()[before:]
+            results.append({"name": name, "compressed": compressed, "requests": len(gets),
+                            "served": max(r.ended for r in gets) - min(r.time for r in gets), **measured})  # fmt: skip
+    return results
+
+
 def build_shape(root: Path, dark_size: int, tarball_sizes: list[int], rate: float, latency: float) -> dict:
     """Case 2: `nircam_linearized` with single_dark: ten darks (copies of one) and seven tarballs, cap 8."""
     table = load_table(TABLE)
@@ -349,7 +421,7 @@ def report(args, pair: list[dict], table: dict, dry: list[tuple[int, float]], bi
     lines = [
         "# Benchmarks",
         "",
-        f"Measured on {time.strftime('%Y-%m-%d')}, on this project's 2-core machine, with:",
+        f"Measured on {time.strftime('%Y-%m-%d')}, on {args.machine}, with:",
         "",
         "```bash",
         "python bench/run.py " + " ".join(sys.argv[1:]),
@@ -418,13 +490,13 @@ def report(args, pair: list[dict], table: dict, dry: list[tuple[int, float]], bi
     return "\n".join(lines) + "\n"
 
 
-def segments_report(args, one: list[dict], shape: dict | None) -> str:
+def segments_report(args, slow: list[dict], one: list[dict], shape: dict | None) -> str:
     ours, aria, single, floor = one
     wire = ours["compressed"] / (8 * args.rate_mb * 1e6)
     lines = [
         "## Segmented downloads",
         "",
-        f"Measured on {time.strftime('%Y-%m-%d')}, on this project's 2-core machine (all rows of a table come "
+        f"Measured on {time.strftime('%Y-%m-%d')}, on {args.machine} (all rows of a table come "
         "from one run, back to back; each measured run starts from an emptied page cache with the served files "
         "read back into it), with:",
         "",
@@ -454,9 +526,32 @@ def segments_report(args, one: list[dict], shape: dict | None) -> str:
         f"8 x {args.rate_mb} MB/s, is {wire:.1f} s; the build's wall time includes Snakemake's start and end "
         f"({ours['wall'] - (ours['download'] or ours['wall']):.1f} s here). The last row is this machine's floor: "
         "the same build "
-        f"from the same server without its rate cap ({floor['wall']:.1f} s: unpacking, writing and serving on two "
-        f"cores); capped, the build takes {ours['wall'] / max(floor['wall'], wire):.2f}x the larger of that floor "
-        "and the wire's limit.",
+        f"from the same server without its rate cap ({floor['wall']:.1f} s: unpacking, writing and serving on "
+        f"{os.cpu_count()} cores); capped, the build takes {ours['wall'] / max(floor['wall'], wire):.2f}x the larger "
+        "of that floor and the wire's limit.",
+    ]
+    ours, aria = slow
+    wire = ours["compressed"] / (8 * args.slow_rate_mb * 1e6)
+    lines += [
+        "",
+        f"### Two darks of {args.slow_mb} MB of random bytes ({ours['compressed'] / 2e6:.0f} MB gzip each) at "
+        f"{args.slow_rate_mb} MB/s per connection, 8 connections",
+        "",
+        "| approach | wall (s) | first request to last byte (s) | vs the wire's limit | vs aria2c + pigz | requests "
+        "| peak RSS (MB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in slow:
+        lines.append(
+            f"| {result['name']} | {result['wall']:.1f} | {result['served']:.1f} | {result['wall'] / wire:.2f}x | "
+            f"{result['wall'] / aria['wall']:.2f}x | {result['requests']} | {result['rss_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        f"The wire's limit, 8 x {args.slow_rate_mb} MB/s, is {wire:.1f} s. This build takes "
+        f"{ours['wall'] / aria['wall']:.2f}x the time of aria2c + pigz (target: at most 1.10x); its wall time "
+        f"includes Snakemake's start and end ({ours['wall'] - ours['served']:.1f} s here, against "
+        f"{aria['wall'] - aria['served']:.1f} s of aria2c's start and pigz).",
     ]
     if shape:
         lines += [
@@ -499,17 +594,21 @@ def main() -> None:
         default=[300, 400, 400, 400, 400, 200, 20],
         help="unpacked sizes of the seven tarballs",
     )
-    parser.add_argument("--no-shape", action="store_true", help="with --segments: only the one dark")
+    parser.add_argument("--no-shape", action="store_true", help="with --segments: not the shape of nircam_linearized")
+    parser.add_argument("--slow-mb", type=int, default=50, help="with --segments: size of each of two slow darks")
+    parser.add_argument("--slow-rate-mb", type=float, default=2, help="with --segments: their cap per connection")
     args = parser.parse_args()
+    args.machine = machine()
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.segments:
         rate = args.rate_mb * 10**6
+        slow = slow_pair(args.dir, args.slow_mb * 10**6, args.slow_rate_mb * 10**6, args.latency)
         one = one_dark(args.dir, args.size_mb * 10**6, rate, args.latency)
         shape = None
         if not args.no_shape:
             sizes = [n * 10**6 for n in args.tarball_mb]
             shape = build_shape(args.dir, args.size_mb * 10**6, sizes, rate, args.latency)
-        text = segments_report(args, one, shape)
+        text = segments_report(args, slow, one, shape)
         print(text)
         if args.out:
             args.out.write_text(text)

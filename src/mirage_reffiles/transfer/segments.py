@@ -58,7 +58,10 @@ MIN_GAIN_S = 0.25
 MIN_GAIN_SHARE = 0.25
 #: The most segments' bytes fetched ahead of the unpacker, per file: their disk use (256 MB).
 AHEAD = 8
-#: Near the unpacker and near the end of a file, segments shrink down to this fraction of a segment (4 MB).
+#: Near the unpacker and near the end of a file, segments shrink down to what a connection fetches in this many
+#: seconds (at least this many requests' cost), or to an eighth of a segment (4 MB) while no rate is measured.
+SHORTEST_S = 0.25
+SHORTEST_REQUESTS = 10
 TAIL_DIVISOR = 8
 #: How long a read or a wait may block before a stop is noticed, in seconds.
 TICK = 0.5
@@ -209,6 +212,7 @@ class Segments:
         self.total: int | None = None
         self.position = 0  # where the unpacker stands
         self.stream_end = 0  # the download's own connection reads up to here
+        self.granted = 0  # and has taken, or is taking, the bytes up to here
         self.splittable = False
         self.stopping = False
         self.served: dict[str, int] = {}  # bytes fetched by helpers, per source
@@ -253,9 +257,16 @@ class Segments:
         self._meter = Meter(self)
 
     def arrived(self, size: int) -> None:
-        """``size`` bytes came on the own connection: measure, and lend spare slots when that pays."""
+        """``size`` bytes came on the own connection (taken up to :attr:`granted`): measure, and lend spare
+        slots when that pays. Once the first rate is known, the own connection's first stretch (sized before
+        it was) shrinks to what that rate fetches soon, so that helpers take the rest of it."""
+        first = self.rate is None
         if self._meter is not None:
             self._meter.arrived(size)
+        if first and self.rate is not None and self.splittable and self.total is not None:
+            with self._cond:
+                taken = max(self.granted, self.position)
+                self.stream_end = min(self.stream_end, taken + self._length(taken))
         self.spawn()
 
     def measured(self, rate: float | None = None, cost: float | None = None) -> None:
@@ -275,9 +286,11 @@ class Segments:
                 return size
             while done + size > self.stream_end and self.stream_end < self.total:
                 if not self._absorb(self.stream_end):
+                    self.granted = self.stream_end
                     return self.stream_end - done
                 later = [start for start in self._by_start if start > self.stream_end]
                 self.stream_end = min([self.stream_end + self._length(self.stream_end), self.total, *later])
+            self.granted = done + size
             return size
 
     def _absorb(self, start: int) -> bool:
@@ -331,6 +344,7 @@ class Segments:
                     done += len(block)
             with self._cond:
                 del self._by_start[segment.start]
+                self.position = done  # together: its bytes are never a gap to fetch again
             self._read(segment, done)
         with self._cond:
             self.position = done
@@ -358,14 +372,17 @@ class Segments:
             thread.start()
 
     def _length(self, start: int) -> int:
-        """How many bytes from ``start`` on one connection takes: a segment, or less (down to an eighth of one)
-        where it matters that they arrive soon. Near the start of a file (a quarter of the offset), so that the
-        unpacker has bytes to unpack in order while the connections ramp up; and near its end, where what is
-        left is shared among the connections, so that they finish together instead of one or two fetching
-        the last full segments alone."""
+        """How many bytes from ``start`` on one connection takes: a segment, or less (down to
+        :data:`SHORTEST_S` of the wire) where it matters that they arrive soon. Near the start of a file (a
+        quarter of the offset), so that the unpacker has bytes to unpack in order while the connections ramp
+        up; and near its end, where what is left is shared among the connections, so that they finish
+        together instead of one or two fetching the last full segments alone."""
         size = BUDGET.segment_size
         share = -(-max(0, (self.total or 0) - start) // (BUDGET.cap or 1))
-        return min(size, max(size // TAIL_DIVISOR, min(start // 4, share)))
+        shortest = size // TAIL_DIVISOR
+        if self.rate:
+            shortest = int(self.rate * max(SHORTEST_S, SHORTEST_REQUESTS * self.cost))
+        return min(size, max(shortest, min(start // 4, share)))
 
     def _claim(self) -> Segment | None:
         """The next segment for a helper (under the lock): one left unfinished, else a new one past the others."""
@@ -379,26 +396,31 @@ class Segments:
                     return None
                 segment.helper = True
                 return segment
-        start = max([self.stream_end, *(s.end for s in self._by_start.values())])
+        start = max(self.stream_end, self.position)  # the first byte past both that no segment holds
+        for segment in sorted(self._by_start.values(), key=lambda s: s.start):
+            if segment.start > start:
+                break
+            start = max(start, segment.end)
         if start >= min(limit, self.total):
             return None
-        end = min(start + self._length(start), self.total)
+        later = [s.start for s in self._by_start.values() if s.start > start]
+        end = min(start + self._length(start), self.total, *later)
         path = segment_path(self.partial, start, end)
         path.touch()
         segment = self._by_start[start] = Segment(start, end, path, helper=True)
         return segment
 
     def _pays(self) -> bool:
-        """Whether one more connection (the caller's slot) saves time on what nobody fetches yet (under the lock).
+        """Whether one more connection (the caller's slot) saves time on what no helper fetches yet (under the
+        lock): what the own connection would fetch alone, its own stretch included.
 
         At hand: the own connection, the helpers fetching, the caller's and the free slots of the cap."""
-        edge = max(self.stream_end, self.position)
-        covered = 0  # bytes past the edge that segments hold or their helpers are fetching
+        covered = 0  # bytes past the unpacker that segments hold or their helpers are fetching
         for s in self._by_start.values():
-            covered += max(0, min(s.end, s.end if s.helper else s.start + s.fetched) - max(s.start, edge))
+            covered += max(0, (s.end if s.helper else s.start + s.fetched) - max(s.start, self.position))
         helpers = sum(s.helper for s in self._by_start.values())
         at_hand = 2 + helpers + max(0, (BUDGET.cap or 0) - BUDGET.used)
-        return pays(self.total - edge - covered, self.rate, self.cost, at_hand)
+        return pays(self.total - self.position - covered, self.rate, self.cost, at_hand)
 
     def _help(self, segment: Segment, source: str) -> None:
         """A helper: fetch segments into their files while the cap has room for it."""
