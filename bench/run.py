@@ -354,6 +354,99 @@ def build_shape(root: Path, dark_size: int, tarball_sizes: list[int], rate: floa
             "floor": floor["wall"], **measured}  # fmt: skip
 
 
+#: The phases of a one-file build, in order: (name, from, to), each end an event of bench/timeline.py
+#: ("begin phase", "end phase", first or last of that name) or of the server ("first GET", "last byte").
+BREAKDOWN = [
+    ("Python starts", ("first", "begin process"), ("first", "begin import snakemake")),
+    ("importing Snakemake", ("first", "begin import snakemake"), ("first", "end import snakemake")),
+    ("importing mirage_reffiles", ("first", "begin import mirage_reffiles"), ("first", "end import mirage_reffiles")),
+    (
+        "Snakemake's command line, profile and plugins",
+        ("first", "end import mirage_reffiles"),
+        ("first", "begin read the workflow"),
+    ),
+    (
+        "Snakemake's parser, before the Snakefile's first line (it imports smart_open)",
+        ("first", "begin read the workflow"),
+        ("second", "begin read the workflow"),
+    ),
+    (
+        "the workflow's own code: imports, settings, tables, groups",
+        ("second", "begin read the workflow"),
+        ("last", "end read the workflow"),
+    ),
+    ("  of which checking the config", ("first", "begin check the config"), ("first", "end check the config")),
+    (
+        "  of which loading and checking the table",
+        ("first", "begin load and check the table"),
+        ("first", "end load and check the table"),
+    ),
+    ("the DAG and the plan", ("last", "end read the workflow"), ("first", "begin probe the server")),
+    ("the server probe (one HEAD request)", ("first", "begin probe the server"), ("first", "end probe the server")),
+    ("scheduling, onstart (the display)", ("first", "end probe the server"), ("first", "begin the job")),
+    ("the job, up to its first request", ("first", "begin the job"), ("first", "first GET")),
+    ("the download (first request to last byte sent)", ("first", "first GET"), ("first", "last byte")),
+    ("the job after its last byte: checks, rename, record", ("first", "last byte"), ("last", "end the job")),
+    ("Snakemake's bookkeeping of the finished job", ("last", "end the job"), ("first", "begin settle")),
+    ("settle, the display's end and summary, the env file", ("first", "begin settle"), ("last", "end env file")),
+    ("Snakemake's end, the interpreter's exit", ("last", "end env file"), ("first", "command returned")),
+]
+
+
+def timeline(root: Path, size: int, rate: float, latency: float, checkout: Path, runs: int = 3) -> dict:
+    """Case 4: one dark fetched by a build under bench/timeline.py, ``runs`` times: the median seconds of each
+    phase of BREAKDOWN, and of the whole command. ``checkout`` is the project whose Snakefile and package run."""
+    table = load_table(TABLE)
+    row = table[(table.instrument == "nircam") & (table.dark_type == "linearized")].iloc[[0]].copy()
+    mirror = root / f"mirror_{size}"
+    archive, content = big_dark(mirror, row.path.iloc[0], size)
+    served = mirror / row.path.iloc[0]
+    row[["size_bytes", "size_exact", "sha256"]] = [str(served.stat().st_size), "true", archive]
+    table_csv = root / "timeline.csv"
+    row.to_csv(table_csv, index=False)
+    phases: dict[str, list[float]] = {}
+    env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
+    with serve(mirror, rate=rate, latency=latency) as server:
+        for _ in range(runs):
+            work = root / "timeline_run"
+            subprocess.run(["rm", "-rf", str(work)], check=True)
+            work.mkdir()
+            settings = {"base_url": server.url, "mirage_data": work / "mirage_data", "reference_table": table_csv,
+                        "instrument": "nircam"}  # fmt: skip
+            command = snakemake("all", work, settings)
+            command[1:5] = [
+                str(REPO / "bench" / "timeline.py"),
+                str(work / "events.txt"),
+                "-s",
+                str(checkout / "Snakefile"),
+            ]
+            settle(served)
+            before = len(server.gets())
+            began = time.monotonic()
+            result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
+            ended = time.monotonic()
+            if result.returncode != 0:
+                raise SystemExit(f"timeline run failed:\n{result.stderr[-3000:]}")
+            check_outputs("timeline", work / "mirage_data", {row.destination.iloc[0]: content})
+            gets = server.gets()[before:]
+            events: dict[str, list[float]] = {
+                "first GET": [min(r.time for r in gets)],
+                "last byte": [max(r.ended for r in gets)],
+                "command returned": [ended],
+            }
+            for line in (work / "events.txt").read_text().splitlines():
+                moment, name = line.split(" ", 1)
+                events.setdefault(name, []).append(float(moment))
+            pick = {"first": 0, "second": 1, "last": -1}
+            for name, (which, start), (which_end, end) in BREAKDOWN:
+                seconds = events[end][pick[which_end]] - events[start][pick[which]]
+                phases.setdefault(name, []).append(seconds)
+            collected = sum(b - a for a, b in zip(events.get("begin gc2", []), events.get("end gc2", []), strict=True))
+            phases.setdefault("garbage collection of all objects (gen 2), in all", []).append(collected)
+            phases.setdefault("the command, in all", []).append(ended - began)
+    return {name: sorted(values)[len(values) // 2] for name, values in phases.items()}
+
+
 def whole_table(root: Path) -> dict:
     """All 169 files, both dark types, from a mirror of small files; then a no-op run."""
     mirror = root / "small_mirror"
@@ -572,6 +665,22 @@ def segments_report(args, slow: list[dict], one: list[dict], shape: dict | None)
     return "\n".join(lines) + "\n"
 
 
+def timeline_report(args, columns: dict[str, dict]) -> str:
+    lines = [
+        f"Measured on {time.strftime('%Y-%m-%d')}, on {args.machine}, median of three runs each, with:",
+        "",
+        "```bash",
+        "python bench/run.py " + " ".join(sys.argv[1:]),
+        "```",
+        "",
+        "| phase (s) | " + " | ".join(columns) + " |",
+        "| --- | " + " | ".join("---:" for _ in columns) + " |",
+    ]
+    for name in next(iter(columns.values())):
+        lines.append(f"| {name} | " + " | ".join(f"{phases[name]:.3f}" for phases in columns.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=8)
@@ -597,9 +706,25 @@ def main() -> None:
     parser.add_argument("--no-shape", action="store_true", help="with --segments: not the shape of nircam_linearized")
     parser.add_argument("--slow-mb", type=int, default=50, help="with --segments: size of each of two slow darks")
     parser.add_argument("--slow-rate-mb", type=float, default=2, help="with --segments: their cap per connection")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="instead: where the seconds of a one-file build go, for this checkout and --before",
+    )
+    parser.add_argument("--before", type=Path, help="with --timeline: another checkout to time beside this one")
     args = parser.parse_args()
     args.machine = machine()
     args.dir.mkdir(parents=True, exist_ok=True)
+    if args.timeline:
+        size, rate = args.size_mb * 10**6, args.rate_mb * 10**6
+        columns = {"this checkout": timeline(args.dir, size, rate, args.latency, REPO)}
+        if args.before:
+            columns = {"before": timeline(args.dir, size, rate, args.latency, args.before), **columns}
+        text = timeline_report(args, columns)
+        print(text)
+        if args.out:
+            args.out.write_text(text)
+        return
     if args.segments:
         rate = args.rate_mb * 10**6
         slow = slow_pair(args.dir, args.slow_mb * 10**6, args.slow_rate_mb * 10**6, args.latency)

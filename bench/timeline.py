@@ -40,7 +40,7 @@ def collected(phase: str, info: dict, began: list[float] = [0.0]) -> None:  # no
     """Garbage collections are phases too: where they run, and how long."""
     if phase == "start":
         began[0] = time.monotonic()
-    elif time.monotonic() - began[0] > 0.002:
+    elif time.monotonic() - began[0] > 0.0005:
         name = f"gc{info['generation']}"
         EVENTS.write(f"{began[0]:.4f} begin {name}\n{time.monotonic():.4f} end {name}\n")
 
