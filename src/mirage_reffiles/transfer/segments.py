@@ -60,8 +60,8 @@ MIN_GAIN_SHARE = 0.25
 AHEAD = 8
 #: Near the unpacker and near the end of a file, segments shrink down to what a connection fetches in this many
 #: seconds (at least this many requests' cost), or to an eighth of a segment (4 MB) while no rate is measured.
-SHORTEST_S = 0.25
-SHORTEST_REQUESTS = 10
+SHORTEST_S = 0.1
+SHORTEST_REQUESTS = 2
 TAIL_DIVISOR = 8
 #: How long a read or a wait may block before a stop is noticed, in seconds.
 TICK = 0.5
@@ -214,6 +214,7 @@ class Segments:
         self.stream_end = 0  # the download's own connection reads up to here
         self.granted = 0  # and has taken, or is taking, the bytes up to here
         self.splittable = False
+        self.split = False  # a split paid once: helpers fetch on to the end
         self.stopping = False
         self.served: dict[str, int] = {}  # bytes fetched by helpers, per source
         self.rate: float | None = None  # bytes/s of one of its connections, as measured (see Meter)
@@ -412,15 +413,19 @@ class Segments:
 
     def _pays(self) -> bool:
         """Whether one more connection (the caller's slot) saves time on what no helper fetches yet (under the
-        lock): what the own connection would fetch alone, its own stretch included.
+        lock): what the own connection would fetch alone, its own stretch included. Once it did, the rest is
+        shared down to the shortest segments, as they finish together.
 
         At hand: the own connection, the helpers fetching, the caller's and the free slots of the cap."""
+        if self.split:  # split already: its tail is shared so that the connections finish together
+            return self.rate is not None
         covered = 0  # bytes past the unpacker that segments hold or their helpers are fetching
         for s in self._by_start.values():
             covered += max(0, (s.end if s.helper else s.start + s.fetched) - max(s.start, self.position))
         helpers = sum(s.helper for s in self._by_start.values())
         at_hand = 2 + helpers + max(0, (BUDGET.cap or 0) - BUDGET.used)
-        return pays(self.total - self.position - covered, self.rate, self.cost, at_hand)
+        self.split = pays(self.total - self.position - covered, self.rate, self.cost, at_hand)
+        return self.split
 
     def _help(self, segment: Segment, source: str) -> None:
         """A helper: fetch segments into their files while the cap has room for it."""
