@@ -113,9 +113,11 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def snakemake(target: str, workdir: Path, settings: dict, *extra: str) -> list[str]:
+def snakemake(target: str, workdir: Path, settings: dict, *extra: str, checkout: Path = REPO) -> list[str]:
+    """The command of a build of ``target`` in ``workdir``; ``checkout``: the project whose workflow runs (it
+    puts its own package first on the path)."""
     config = [f"{key}={value}" for key, value in settings.items()]
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "8", target, *extra,
+    return [sys.executable, "-m", "snakemake", "-s", str(checkout / "Snakefile"), "--cores", "8", target, *extra,
             "--config", *config]  # fmt: skip
 
 
@@ -194,7 +196,7 @@ def big_dark(mirror: Path, path: str, size: int) -> tuple[str, str]:
     return archive, content
 
 
-def one_dark(root: Path, size: int, rate: float, latency: float) -> list[dict]:
+def one_dark(root: Path, size: int, rate: float, latency: float, baseline: Path | None = None) -> list[dict]:
     """Case 1: one dark, this build (segments over the cap of 8) vs aria2c -x8 -s8 + pigz -d vs one curl | pigz -d."""
     table = load_table(TABLE)
     row = table[(table.instrument == "nircam") & (table.dark_type == "linearized")].iloc[[0]].copy()
@@ -210,6 +212,7 @@ def one_dark(root: Path, size: int, rate: float, latency: float) -> list[dict]:
         url = server.url + row.path.iloc[0]
         approaches = ("this build (segments, cap 8)", "aria2c -x8 -s8, then pigz -d", "one curl | pigz -d",
                       "this build, no rate cap (the machine's floor)")  # fmt: skip
+        approaches += ("this build as --before has it (segments, cap 8)",) if baseline else ()
         for name in approaches:
             work = root / f"one_{len(results)}"
             subprocess.run(["rm", "-rf", str(work)], check=True)
@@ -220,7 +223,7 @@ def one_dark(root: Path, size: int, rate: float, latency: float) -> list[dict]:
                 source = uncapped.url if "no rate cap" in name else server.url
                 settings = {"base_url": source, "mirage_data": mirage_data, "reference_table": table_csv,
                             "instrument": "nircam"}  # fmt: skip
-                command = snakemake("all", work, settings)
+                command = snakemake("all", work, settings, checkout=baseline if "--before" in name else REPO)
             elif name.startswith("aria2c"):
                 gz = f"{output.name}.gz"
                 command = ["sh", "-c", f"aria2c -q -x8 -s8 --file-allocation=none -d '{output.parent}' -o '{gz}' "
@@ -256,7 +259,7 @@ def incompressible_dark(path: Path, seed: str, size: int) -> tuple[str, str]:
     return archive, content
 
 
-def slow_pair(root: Path, size: int, rate: float, latency: float) -> list[dict]:
+def slow_pair(root: Path, size: int, rate: float, latency: float, baseline: Path | None = None) -> list[dict]:
     """Case 3: two FGS darks of ``size`` random bytes on slow connections, 8 in all: this build (cap 8) vs
     aria2c with 8 connections in all (4 per file, two files at once), then pigz -d."""
     table = load_table(TABLE)
@@ -272,7 +275,8 @@ def slow_pair(root: Path, size: int, rate: float, latency: float) -> list[dict]:
     compressed = sum(int(n) for n in rows.size_bytes)
     results = []
     with serve(mirror, rate=rate, latency=latency) as server:
-        for name in ("this build (cap 8)", "aria2c -j2 -x4 -s4, then pigz -d"):
+        names = ("this build (cap 8)", "aria2c -j2 -x4 -s4, then pigz -d")
+        for name in names + (("this build as --before has it (cap 8)",) if baseline else ()):
             work = root / f"slow_{len(results)}"
             subprocess.run(["rm", "-rf", str(work)], check=True)
             mirage_data = work / "mirage_data"
@@ -282,7 +286,7 @@ def slow_pair(root: Path, size: int, rate: float, latency: float) -> list[dict]:
             if name.startswith("this build"):
                 settings = {"base_url": server.url, "mirage_data": mirage_data, "reference_table": table_csv,
                             "instrument": "fgs", "dark_type": "raw"}  # fmt: skip
-                command = snakemake("all", work, settings)
+                command = snakemake("all", work, settings, checkout=baseline if "--before" in name else REPO)
             else:
                 listing = work / "urls.txt"
                 listing.write_text("".join(
@@ -584,7 +588,7 @@ def report(args, pair: list[dict], table: dict, dry: list[tuple[int, float]], bi
 
 
 def segments_report(args, slow: list[dict], one: list[dict], shape: dict | None) -> str:
-    ours, aria, single, floor = one
+    ours, aria, single, floor = one[:4]
     wire = ours["compressed"] / (8 * args.rate_mb * 1e6)
     lines = [
         "## Segmented downloads",
@@ -623,7 +627,7 @@ def segments_report(args, slow: list[dict], one: list[dict], shape: dict | None)
         f"{os.cpu_count()} cores); capped, the build takes {ours['wall'] / max(floor['wall'], wire):.2f}x the larger "
         "of that floor and the wire's limit.",
     ]
-    ours, aria = slow
+    ours, aria = slow[:2]
     wire = ours["compressed"] / (8 * args.slow_rate_mb * 1e6)
     lines += [
         "",
@@ -711,7 +715,11 @@ def main() -> None:
         action="store_true",
         help="instead: where the seconds of a one-file build go, for this checkout and --before",
     )
-    parser.add_argument("--before", type=Path, help="with --timeline: another checkout to time beside this one")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="with --timeline or --segments: another checkout's build beside this one's (e.g. a checkout of main)",
+    )
     args = parser.parse_args()
     args.machine = machine()
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -727,8 +735,8 @@ def main() -> None:
         return
     if args.segments:
         rate = args.rate_mb * 10**6
-        slow = slow_pair(args.dir, args.slow_mb * 10**6, args.slow_rate_mb * 10**6, args.latency)
-        one = one_dark(args.dir, args.size_mb * 10**6, rate, args.latency)
+        slow = slow_pair(args.dir, args.slow_mb * 10**6, args.slow_rate_mb * 10**6, args.latency, args.before)
+        one = one_dark(args.dir, args.size_mb * 10**6, rate, args.latency, args.before)
         shape = None
         if not args.no_shape:
             sizes = [n * 10**6 for n in args.tarball_mb]
