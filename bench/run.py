@@ -4,6 +4,7 @@ parallel curl | pigz, on the same files, at a capped speed per connection.
     python bench/run.py                         # what docs/benchmarks.md records
     python bench/run.py --files 8 --size-mb 100 --rate-mb 20 --latency 0.02 --out docs/benchmarks.md
     python bench/run.py --segments --size-mb 1000 --rate-mb 20 --out docs/segments.md   # needs aria2c, pigz
+    python bench/run.py --timeline --size-mb 100 --before ../main   # where a one-file build's seconds go
 
 It also times the whole table of small files, a no-op run, dry runs of
 growing synthetic tables, and the memory and disk writes of one big download.
@@ -548,8 +549,9 @@ def report(args, pair: list[dict], table: dict, dry: list[tuple[int, float]], bi
         f"{limit['wall'] / ours['wall']:.2f}x the speed of parallel curl | pigz (target: 0.9x). Its largest process "
         "is Snakemake itself: every download runs as one of its threads.",
         "",
-        "All three are bound by this machine's two cores (and its disk, about 270 MB/s) more than by the "
-        "connections. This build spends about 2 s starting Snakemake before its first request, a fixed cost that "
+        f"On the {os.cpu_count()} cores of this machine, all three may be bound by the CPU (and the disk) more than "
+        "by the connections. This build spends about 2 s starting Snakemake before its first request (see "
+        "--timeline), a fixed cost that "
         "files of a few hundred MB do not hide (Mirage's real darks are 1.4 to 6 GB compressed); on bytes it is "
         "cheaper than curl | pigz: zlib-ng's inflate, the CRC-32 gunzipping needs anyway instead of a second "
         "digest of the unpacked bytes, and of the compressed bytes only those since the last resume point "
@@ -699,7 +701,8 @@ def main() -> None:
     parser.add_argument(
         "--segments",
         action="store_true",
-        help="instead: one dark vs aria2c + pigz and one curl, then the shape of nircam_linearized",
+        help="instead: two slow darks vs aria2c + pigz, one dark vs aria2c + pigz and one curl, then the shape of "
+        "nircam_linearized",
     )
     parser.add_argument(
         "--tarball-mb",

@@ -386,7 +386,8 @@ class Segments:
         return min(size, max(shortest, min(start // 4, share)))
 
     def _claim(self) -> Segment | None:
-        """The next segment for a helper (under the lock): one left unfinished, else a new one past the others."""
+        """The next segment for a helper (under the lock), when a split pays: one left unfinished, else a new one
+        at the first bytes past the unpacker and the own connection's stretch that no segment holds."""
         size = BUDGET.segment_size
         if self.total is None or not self.sources or not self._pays():
             return None
@@ -418,7 +419,7 @@ class Segments:
 
         At hand: the own connection, the helpers fetching, the caller's and the free slots of the cap."""
         if self.split:  # split already: its tail is shared so that the connections finish together
-            return self.rate is not None
+            return True
         covered = 0  # bytes past the unpacker that segments hold or their helpers are fetching
         for s in self._by_start.values():
             covered += max(0, (s.end if s.helper else s.start + s.fetched) - max(s.start, self.position))
