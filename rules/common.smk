@@ -266,7 +266,7 @@ def get_fetch_request(wildcards, input):
         policy=get_retry_policy(),
         kind=row.kind,
         instrument=row.instrument,
-        reserved=frozenset(DARKS.destination),
+        claimed=dict(zip(DARKS.destination, DARKS.file_id)),
         mirrors=() if unpack_only else tuple(url + row.path for url in BASE_URLS[1:]),
         connections=get_connection_cap(download_only),
         segment_size=int(config["segment_mb"] * 2**20),

@@ -34,6 +34,7 @@ from mirage_reffiles.errors import FetchError, ServerUnreachable, UsageError, Ve
 from mirage_reffiles.transfer.http import Expected, RetryPolicy, download
 from mirage_reffiles.transfer.partial import remove_partial
 from mirage_reffiles.tree.disk import exclusive, require_free_space, write_atomically
+from mirage_reffiles.tree.door import BOOKKEEPING, Lane, is_plain_name, writable
 
 OBSERVATORY = "jwst"
 #: Mirage's reference types (mirage/utils/constants.py: CRDS_FILE_TYPES).
@@ -191,10 +192,11 @@ def fetch_checked(url: str, final: Path, size: int, sha1sum: str, crds_path: Pat
     On a SHA-1 mismatch the bytes are deleted and :class:`VerifyError` raised.
     """
     state = state_dir(crds_path)
+    final = writable(crds_path, final, Lane())
     with exclusive(state / "locks" / f"{final.name}.lock", final.name, log):
         if final.is_file():
             return final
-        partial = state / "partial" / f"{final.name}.part"
+        partial = writable(crds_path, state / "partial" / f"{final.name}.part", BOOKKEEPING)
         sink = Sha1Sink()
 
         def reserve(remaining: int) -> None:
@@ -258,6 +260,7 @@ def fill_mappings(crds_path: Path, server_url: str, context: str, policy: RetryP
     if not names or context not in names:
         raise UsageError(f"the CRDS server {server_url} has no context {context!r}; pick one it has"
                          " (https://jwst-crds.stsci.edu lists them) as crds_context")  # fmt: skip
+    _require_plain_names(server_url, "get_mapping_names", names)
     info = file_info(server_url, names)
     mapping_url = rpc(server_url, "get_server_info")["mapping_url"][OBSERVATORY]
     folder = Path(crds_path) / "mappings" / OBSERVATORY
@@ -269,9 +272,18 @@ def fill_mappings(crds_path: Path, server_url: str, context: str, policy: RetryP
     with ThreadPoolExecutor(MAPPING_DOWNLOADS) as pool:
         list(pool.map(fetch_one, names))
     config = Path(crds_path) / "config" / OBSERVATORY
-    write_atomically(config / "ref_cache_subdir_mode", "instrument\n")
-    write_atomically(config / "server_config", server_config(context))
+    write_atomically(writable(crds_path, config / "ref_cache_subdir_mode", Lane()), "instrument\n")
+    write_atomically(writable(crds_path, config / "server_config", Lane()), server_config(context))
     return names
+
+
+def _require_plain_names(server_url: str, method: str, names: list) -> None:
+    """Refuse an answer naming a file by anything but a plain file name: a name from a server is never a path."""
+    if bad := [name for name in names if not (isinstance(name, str) and is_plain_name(name))]:
+        raise UsageError(
+            f"the CRDS server {server_url} answered {method} with {bad[0]!r}, which is not a file name"
+            " (letters, digits, '_', '.', '-'); nothing was written: check crds_server_url"
+        )
 
 
 # --- Best references, computed by crds with no server ----------------------------------
@@ -429,13 +441,14 @@ def make_plan(crds_path: Path, server_url: str, context: str, modes: list[dict[s
     for mode, found in zip(modes, answers, strict=True):
         for name in found.values():
             instruments[name] = mode["INSTRUME"].lower()
+    _require_plain_names(server_url, "best references (from its mappings)", list(instruments))
     info = file_info(server_url, sorted(instruments))
     references = [Reference(name, instruments[name], info[name]["size"], info[name]["sha1sum"])
                   for name in sorted(instruments)]  # fmt: skip
     reference_url = rpc(server_url, "get_server_info")["reference_url"][OBSERVATORY]
     plan = {"context": context, "reference_url": reference_url, "modes": modes, "types": list(types),
             "references": [vars(reference) for reference in references]}  # fmt: skip
-    write_atomically(path, json.dumps(plan, indent=1))
+    write_atomically(writable(crds_path, path, BOOKKEEPING), json.dumps(plan, indent=1))
     return reference_url, references
 
 

@@ -31,9 +31,9 @@ from mirage_reffiles.transfer.fetch import fetch_tarball, twice_on_bad_bytes
 from mirage_reffiles.transfer.http import RetryPolicy
 from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.disk import exclusive
+from mirage_reffiles.tree.door import Lane
 from mirage_reffiles.tree.records import Produced, read_record
 from mirage_reffiles.unpack.hashing import git_blob_sha1
-from mirage_reffiles.unpack.tar import Lane
 
 #: The ``kind`` of a grism folder's row: not a kind of the reference table.
 GRISM_KIND = "grism"

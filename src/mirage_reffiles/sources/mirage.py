@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from mirage_reffiles.errors import TableError
+from mirage_reffiles.tree.door import is_plain_name
 
 INSTRUMENTS = ("nircam", "niriss", "fgs")
 DARK_TYPES = {"linearized": ("linearized",), "raw": ("raw",), "both": ("raw", "linearized")}
@@ -29,6 +30,14 @@ def load_table(path: str | Path, schema: Mapping | None = None) -> pd.DataFrame:
     duplicated = table.file_id[table.file_id.duplicated()]
     if len(duplicated):
         raise TableError(f"{path}: file_id {duplicated.iloc[0]!r} appears more than once")
+    if len(bad := table.file_id[~table.file_id.map(is_plain_name)]):
+        raise TableError(f"{path}: file_id {bad.iloc[0]!r} is not a plain name (letters, digits, '_', '.', '-';"
+                         " not '.' or '..'): it names the row's record, lock and partial download")  # fmt: skip
+    destinations = table.destination[table.destination != ""]
+    if len(twice := destinations[destinations.duplicated(keep=False)]):
+        rows = table.file_id[twice.index[twice == twice.iloc[0]]]
+        raise TableError(f"{path}: rows {' and '.join(map(repr, rows))} both unpack to {twice.iloc[0]!r};"
+                         " a path belongs to one row")  # fmt: skip
     return table.set_index("file_id", drop=False)
 
 

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mirage_reffiles.tree.disk import write_atomically
+from mirage_reffiles.tree.door import BOOKKEEPING, writable
 from mirage_reffiles.tree.layout import lock_path, record_path
 
 
@@ -40,9 +41,20 @@ class Record:
 
 
 def write_record(mirage_data: Path, record: Record) -> Path:
-    path = record_path(mirage_data, record.file_id)
+    path = writable(mirage_data, record_path(mirage_data, record.file_id), BOOKKEEPING)
     write_atomically(path, json.dumps(asdict(record), indent=1) + "\n")  # a name no other run uses
     return path
+
+
+def claims(mirage_data: Path, but: str) -> dict[str, str]:
+    """Every file the records list (path under MIRAGE_DATA -> the ``file_id`` whose record lists it),
+    leaving out the record of ``but``: the paths other rows hold."""
+    found: dict[str, str] = {}
+    for path in sorted(record_path(mirage_data, but).parent.glob("*.json")):
+        record = read_record(mirage_data, path.stem) if path.stem != but else None
+        for item in record.files if record else []:
+            found.setdefault(item.path, record.file_id)
+    return found
 
 
 def load_record(mirage_data: Path, file_id: str) -> tuple[Record | None, str]:
