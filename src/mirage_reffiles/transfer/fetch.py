@@ -26,7 +26,7 @@ from mirage_reffiles.transfer.partial import kept_bytes, remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.disk import exclusive, is_disk_full, require_free_space
-from mirage_reffiles.tree.door import BOOKKEEPING, Lane, writable
+from mirage_reffiles.tree.door import BOOKKEEPING, Lane, is_plain_name, writable
 from mirage_reffiles.tree.layout import tarball_member_destination
 from mirage_reffiles.tree.records import Produced, Record, claims, read_record, write_record
 from mirage_reffiles.unpack.content import head_of, is_fits
@@ -56,6 +56,15 @@ def _partial(url: str, mirage_data: Path, file_id: str, archive: str, kept_archi
         return None
     partial = layout.partial_download_path(mirage_data, file_id, archive)
     return writable(mirage_data, partial, BOOKKEEPING)
+
+
+def _row_lock(mirage_data: Path, file_id: str, log: TextIO | None, suffix: str = ""):
+    """The lock of row ``file_id``, which names it and its files under ``.reffiles/``: an id from a
+    table is a name, never a path (``..`` would make the staging folder all of ``.reffiles/``)."""
+    if not is_plain_name(file_id):
+        raise FetchError(f"row id {file_id!r} refused: it is not a plain name (letters, digits, '_', '.', '-';"
+                         " not '.' or '..')")  # fmt: skip
+    return exclusive(layout.lock_path(mirage_data, file_id + suffix), file_id, log)
 
 
 def _gunzip_sink(path: Path, resumable: bool) -> GunzipSink | ResumableGunzipSink:
@@ -126,7 +135,7 @@ def fetch_gzip(
     elsewhere) may serve segments of it (see :mod:`.transfer.segments`).
     """
     final = writable(mirage_data, destination, Lane())
-    with exclusive(layout.lock_path(mirage_data, file_id), file_id, log):
+    with _row_lock(mirage_data, file_id, log):
         if _is_complete(mirage_data, file_id):
             return final
         partial = _partial(url, mirage_data, file_id, "gz", kept_archive)
@@ -169,7 +178,7 @@ def fetch_tarball(
     Returns the record's path.
     """
     lane = lane or Lane()
-    with exclusive(layout.lock_path(mirage_data, file_id), file_id, log):
+    with _row_lock(mirage_data, file_id, log):
         if _is_complete(mirage_data, file_id):
             return layout.record_path(mirage_data, file_id)
         partial = _partial(url, mirage_data, file_id, "tar.gz", kept_archive)
@@ -215,7 +224,7 @@ def download_archive(
     """Download a ``.gz`` or ``.tar.gz`` file as it is to ``output``, checked
     (size, SHA-256, gzip CRC) but not unpacked: for a host that downloads
     while other machines unpack."""
-    with exclusive(layout.lock_path(mirage_data, f"{file_id}.download"), file_id, log):
+    with _row_lock(mirage_data, file_id, log, ".download"):
         output = writable(mirage_data, output, Lane(own=()))  # into the build's own folders: archives/, .reffiles/
         partial = writable(mirage_data, layout.temporary_path(output), Lane(own=()))
         check = GunzipSink(None, near=partial)
