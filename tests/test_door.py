@@ -86,8 +86,12 @@ def test_a_plain_relative_name_goes_through_and_nothing_else_does(tmp_path):
             writable(tmp_path, name)
     with pytest.raises(UnpackError, match=r"^member 'x' refused: it is not a plain"):
         writable(tmp_path, "..", error=UnpackError, what="member 'x'")
+    with pytest.raises(FetchError, match=r"elsewhere/a\.fits' refused: it is not under"):
+        writable(tmp_path / "root", tmp_path / "elsewhere/a.fits")
     with pytest.raises(FetchError, match="not a plain relative name"):
-        writable(tmp_path / "root", tmp_path / "elsewhere/a.fits")  # a path not under the root
+        writable(tmp_path / "root", tmp_path / "root/../elsewhere/a.fits")
+    relative = Path("mirage_data")  # a relative MIRAGE_DATA: its paths are relative too
+    assert writable(relative, relative / "fgs/a.fits") == relative / "fgs/a.fits"
 
 
 def test_no_component_below_the_root_may_be_a_link(tmp_path):

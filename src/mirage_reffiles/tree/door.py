@@ -127,7 +127,7 @@ def writable(
 ) -> Path:
     """The path to write ``name`` at under ``root``, or ``error`` saying which rule refuses it.
 
-    ``name`` is relative to ``root``, or a path under it. The name must be
+    ``name`` is a name relative to ``root`` (text), or a :class:`~pathlib.Path` under it. The name must be
     plain (see :func:`plain_path`) and lie in ``lane``; below ``root`` no
     existing component may be a symbolic link, and each but the last must
     be a folder (the last one a folder exactly when ``is_dir``). The
@@ -140,9 +140,11 @@ def writable(
     mirage_reffiles.errors.FetchError: writing 'nircam/../../etc/passwd' refused: it is not a plain relative name ...
     """
     root = Path(root)
-    text = str(name)
-    if Path(text).is_absolute() and Path(text).is_relative_to(root):
-        text = Path(text).relative_to(root).as_posix()
+    if isinstance(name, Path):  # a path: it must be under the root, as written (its '..' are refused below)
+        if not name.is_relative_to(root):
+            raise error(f"{what or f'writing {str(name)!r}'} refused: it is not under {root}")
+        name = name.relative_to(root).as_posix()
+    text = name
     what = what or f"writing {text!r}"
     if (relative := plain_path(text)) is None:
         raise error(f"{what} refused: it is not a plain relative name (absolute, or an empty, '.' or '..' part)")
