@@ -24,7 +24,7 @@ from mirage_reffiles.sources.mirage import load_table
 from mirage_reffiles.testing.crds_server import MAPPING_DIR, serve_crds, write_context
 from mirage_reffiles.testing.mirror import synthetic_bytes
 from mirage_reffiles.testing.server import serve
-from mirage_reffiles.transfer.fetch import FetchRequest, fetch, fetch_gzip, fetch_tarball
+from mirage_reffiles.transfer.fetch import FetchRequest, fetch, fetch_gzip, fetch_logged, fetch_tarball
 from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.door import BOOKKEEPING, Lane, is_plain_name, open_file, writable
 from mirage_reffiles.tree.verify import check_file
@@ -368,3 +368,20 @@ def test_a_crds_server_naming_mappings_by_paths_writes_nothing(crds_root, tmp_pa
         assert server.gets() == []  # refused before any download
     assert not crds_path.exists()
     assert not list(tmp_path.rglob("escaped.rmap")) and not Path("/tmp/escaped.rmap").exists()
+
+
+def test_a_link_at_a_log_or_a_lock_is_not_written_through(site, mirage_data, victim, tmp_path):
+    request = FetchRequest(site.url + "d/dark.fits.gz", mirage_data, "dark", "gz", DEST, policy=FAST)
+    log = mirage_data / ".reffiles/logs/dark.log"
+    log.parent.mkdir(parents=True)
+    log.symlink_to(victim)
+    with pytest.raises(FetchError, match=r"dark.log is a symbolic link, and the build never reads or writes"):
+        fetch_logged(request, log)
+    assert victim.read_bytes() == b"precious\n"
+    log.unlink()
+    lock = layout.lock_path(mirage_data, "dark")
+    lock.parent.mkdir(parents=True)
+    lock.symlink_to(tmp_path / "made_by_the_lock")  # a dangling link: opening it would create its target
+    with pytest.raises(FetchError, match=r"dark.lock is a symbolic link"):
+        fetch_logged(request, log)
+    assert not (tmp_path / "made_by_the_lock").exists() and site.requests == []

@@ -34,7 +34,7 @@ from mirage_reffiles.errors import FetchError, ServerUnreachable, UsageError, Ve
 from mirage_reffiles.transfer.http import Expected, RetryPolicy, download
 from mirage_reffiles.transfer.partial import remove_partial
 from mirage_reffiles.tree.disk import exclusive, require_free_space, write_atomically
-from mirage_reffiles.tree.door import BOOKKEEPING, Lane, is_plain_name, writable
+from mirage_reffiles.tree.door import BOOKKEEPING, Lane, is_plain_name, open_file, writable
 
 OBSERVATORY = "jwst"
 #: Mirage's reference types (mirage/utils/constants.py: CRDS_FILE_TYPES).
@@ -226,7 +226,7 @@ def fetch_reference(crds_path: Path, reference_url: str, name: str, instrument: 
 def fetch_reference_logged(log_path: str | Path, **request) -> Path:
     """:func:`fetch_reference` for a build job, its messages and any failure in ``log_path``."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", buffering=1) as log:
+    with open_file(Path(log_path), "w", buffering=1) as log:
         try:
             return fetch_reference(log=log, **request)
         except FetchError as error:

@@ -26,7 +26,7 @@ from mirage_reffiles.transfer.partial import kept_bytes, remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.disk import exclusive, is_disk_full, require_free_space
-from mirage_reffiles.tree.door import BOOKKEEPING, Lane, is_plain_name, writable
+from mirage_reffiles.tree.door import BOOKKEEPING, Lane, is_plain_name, open_file, writable
 from mirage_reffiles.tree.layout import tarball_member_destination
 from mirage_reffiles.tree.records import Produced, Record, claims, read_record, write_record
 from mirage_reffiles.unpack.content import head_of, is_fits
@@ -357,7 +357,7 @@ def fetch_logged(request: FetchRequest, log_path: str | Path, fetcher: Callable 
     """
     try:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handle = open(log_path, "w", buffering=1)  # noqa: SIM115 (line by line: nothing left to fail at close)
+        handle = open_file(Path(log_path), "w", buffering=1)  # line by line: nothing left to fail at close
     except OSError as error:
         if not is_disk_full(error):
             raise

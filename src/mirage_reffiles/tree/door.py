@@ -25,7 +25,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from mirage_reffiles.errors import FetchError
@@ -50,8 +50,8 @@ def is_plain_name(name: str) -> bool:
 @dataclass(frozen=True)
 class Lane:
     """Where a writer may create files below its root: inside ``folder`` (anywhere when None),
-    not inside the ``nested`` folders of other kinds, never the build's ``own`` files (unless the lane
-    lies inside them) nor a path ``claimed`` by another row (path -> that row's id)."""
+    not inside the ``nested`` folders of other kinds, never the build's ``own`` files nor a path
+    ``claimed`` by another row (path -> that row's id)."""
 
     folder: PurePosixPath | None = None
     kind: str = ""
@@ -80,13 +80,12 @@ class Lane:
 
     def claiming(self, claimed: Mapping[str, str]) -> Lane:
         """This lane with more paths claimed by other rows."""
-        return Lane(self.folder, self.kind, self.nested, {**self.claimed, **claimed}, self.own)
+        return replace(self, claimed={**self.claimed, **claimed})
 
     def refusal(self, path: PurePosixPath, is_dir: bool = False) -> str | None:
         """Why ``path`` (relative to the root) may not be created in this lane; None when it may."""
         shown = repr(path.as_posix())
-        inside = self.folder is not None and any(self.folder.is_relative_to(own) for own in self.own)
-        if not inside and any(path.is_relative_to(own) for own in self.own):
+        if any(path.is_relative_to(own) for own in self.own):
             return f"{shown} belongs to the build itself"
         if (owner := self.claimed.get(path.as_posix())) is not None:
             return f"{shown} is a file of row {owner!r}, which landed first: a path belongs to one row"
@@ -175,11 +174,12 @@ _FLAGS = {
     "xb": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
     "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
     "a+b": os.O_RDWR | os.O_CREAT | os.O_APPEND,
+    "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,  # a log
 }
 
 
 def open_file(path: Path, mode: str, buffering: int = -1, error: type[Exception] = FetchError):
-    """``open(path, mode)`` (a binary mode of :data:`_FLAGS`), refusing a symbolic link at ``path``
+    """``open(path, mode)`` (a mode of :data:`_FLAGS`), refusing a symbolic link at ``path``
     with ``error`` instead of following it."""
     try:
         descriptor = os.open(path, _FLAGS[mode] | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mirage_reffiles.tree.disk import write_atomically
-from mirage_reffiles.tree.door import BOOKKEEPING, writable
+from mirage_reffiles.tree.door import BOOKKEEPING, open_file, writable
 from mirage_reffiles.tree.layout import lock_path, record_path
 
 
@@ -127,7 +127,7 @@ def remove_unusable_records(mirage_data: Path, file_ids: Iterable[str]) -> tuple
 def try_exclusive(lock_file: Path) -> Iterator[bool]:
     """Take the lock that :func:`mirage_reffiles.tree.disk.exclusive` takes, without waiting: yields whether it did."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a") as handle:
+    with open_file(lock_file, "ab") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
