@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from mirage_reffiles.errors import TableError
+from mirage_reffiles.sources import rows
 from mirage_reffiles.tree.door import is_plain_name
 
 INSTRUMENTS = ("nircam", "niriss", "fgs")
@@ -33,11 +34,6 @@ def load_table(path: str | Path, schema: Mapping | None = None) -> pd.DataFrame:
     if len(bad := table.file_id[~table.file_id.map(is_plain_name)]):
         raise TableError(f"{path}: file_id {bad.iloc[0]!r} is not a plain name (letters, digits, '_', '.', '-';"
                          " not '.' or '..'): it names the row's record, lock and partial download")  # fmt: skip
-    destinations = table.destination[table.destination != ""]
-    if len(twice := destinations[destinations.duplicated(keep=False)]):
-        rows = table.file_id[twice.index[twice == twice.iloc[0]]]
-        raise TableError(f"{path}: rows {' and '.join(map(repr, rows))} both unpack to {twice.iloc[0]!r};"
-                         " a path belongs to one row")  # fmt: skip
     return table.set_index("file_id", drop=False)
 
 
@@ -168,8 +164,23 @@ def select(
     return narrow(select_group(table, group, name, allowed), options)
 
 
-def combine_rows(*frames: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the table and rows shaped like them (a grism folder's) as one frame indexed by
-    ``file_id``; a column one of them lacks is blank in its rows."""
-    frames = [frame for frame in frames if len(frame)] or list(frames[:1])
-    return pd.concat(frames).fillna("") if frames else pd.DataFrame()
+def as_rows(table: pd.DataFrame, root: str | Path, base_urls: Iterable[str]) -> pd.DataFrame:
+    """The table's rows in the one shape of every source (see :mod:`.rows`): into ``root``
+    (MIRAGE_DATA), from each of ``base_urls`` in order, each tarball limited to its kind's folder."""
+    from mirage_reffiles.tree.layout import TARBALL_FOLDERS
+
+    base_urls = list(base_urls)
+    lanes = [
+        TARBALL_FOLDERS[kind].format(instrument=instrument) if archive == "tar.gz" else destination
+        for kind, instrument, archive, destination in zip(
+            table.kind, table.instrument, table.archive, table.destination, strict=True
+        )
+    ]
+    return rows.frame(
+        table.assign(
+            source="mirage",
+            root=str(root),
+            urls=[" ".join(url + path for url in base_urls) for path in table.path],
+            lane=lanes,
+        )
+    )
