@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import os
 import signal
 import subprocess
@@ -304,17 +303,17 @@ def _text_sizes(server):
 
 MALFORMED = [
     # (method, its answer, words of the refusal)
-    ("get_server_info", lambda server: {"result": {"observatory": "jwst"}}, "no mapping_url for jwst"),
-    ("get_file_info_map", lambda server: {"result": _text_sizes(server)}, "size 'twelve kilobytes'"),
-    ("get_mapping_names", lambda server: [1, 2], "a JSON list where an object was expected"),
-    ("get_server_info", lambda server: {"result": {"crds_encoded": True, "crds_payload": "%%"}}, "crds_payload"),
+    ("get_server_info", lambda server: {"observatory": "jwst"}, "no mapping_url for jwst"),
+    ("get_file_info_map", lambda server: _text_sizes(server), "size 'twelve kilobytes'"),
+    ("get_mapping_names", lambda server: b"[1, 2]", "a JSON list where an object was expected"),
+    ("get_server_info", lambda server: {"crds_encoded": True, "crds_payload": "%%"}, "crds_payload"),
 ]
 
 
 @pytest.mark.parametrize(("method", "answer", "words"), MALFORMED, ids=["missing-key", "size-text", "list", "payload"])
 def test_a_malformed_crds_answer_is_refused_in_a_line(tmp_path, crds_root, method, answer, words):
     with serve_crds(crds_root, "jwst_0001.pmap") as server:
-        server.malformed[method] = json.dumps(answer(server)).encode()
+        server.answers[method] = answer(server)
         with pytest.raises(FetchError) as refused:
             crds_cache.fill_mappings(tmp_path / "cache", server.url, "jwst_0001.pmap")
     message = str(refused.value)
@@ -324,7 +323,7 @@ def test_a_malformed_crds_answer_is_refused_in_a_line(tmp_path, crds_root, metho
 
 def test_a_build_asking_a_crds_server_that_answers_nonsense_ends_in_a_few_lines(tmp_path, crds_root):
     with serve_crds(crds_root, "jwst_0001.pmap") as server:
-        server.malformed["get_mapping_names"] = b"[1, 2]"
+        server.answers["get_mapping_names"] = b"[1, 2]"
         settings = {"crds_path": tmp_path / "cache", "crds_context": "jwst_0001.pmap", "crds_server_url": server.url,
                     "crds_modes": REPO / "config/crds_modes.csv"}  # fmt: skip
         cmd = command(tmp_path, "http://127.0.0.1:9/", REPO / "config/reference_files.csv", "crds", **settings)

@@ -4,7 +4,7 @@ It answers the JSON-RPC calls the real ``crds`` client (filling its own cache) a
 (``POST /json/<method>/<id>/``) and serves mappings and references under
 ``unchecked_get/{mappings,references}/jwst/`` as the real server does, with
 Range requests, a request log and faults (it is a :class:`.MirrorServer`);
-:attr:`CrdsServer.malformed` makes it answer a method with any body.
+:attr:`CrdsServer.answers` makes it answer a method with any result or body.
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ class CrdsServer(MirrorServer):
         self.RequestHandlerClass = _CrdsHandler
         self.context = context
         self.calls: list[str] = []
-        self.malformed: dict[str, bytes] = {}  # a method's raw answer body, in place of its right one
+        # A method's answer in place of the real one, a hostile server's: its result, or bytes sent as the whole body.
+        self.answers: dict[str, object] = {}
 
     def rpc_posts(self) -> list[Request]:
         return [r for r in self.requests if r.method == "POST"]
@@ -187,6 +188,8 @@ class CrdsServer(MirrorServer):
 
     def call(self, method: str, params: list):
         """The result of one JSON-RPC call; raises LookupError with the server's message."""
+        if method in self.answers:
+            return self.answers[method]
         if method == "get_server_info":
             return {
                 "observatory": "jwst",
@@ -236,11 +239,12 @@ class _CrdsHandler(_Handler):
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
             method = body.get("method") or path.split("/")[1]
-            answer = {"result": self.server.call(method, body.get("params") or []), "error": None, "id": body.get("id")}
+            result = self.server.call(method, body.get("params") or [])
+            answer = {"result": result, "error": None, "id": body.get("id")}
         except (LookupError, ValueError, IndexError, TypeError) as error:
-            method, answer = None, {"result": None, "error": {"message": str(error)}, "id": None}
+            answer = {"result": None, "error": {"message": str(error)}, "id": None}
         request.status = HTTPStatus.OK
-        text = self.server.malformed.get(method) or json.dumps(answer).encode()
+        text = answer["result"] if isinstance(answer["result"], bytes) else json.dumps(answer).encode()
         self._answer(HTTPStatus.OK, {"Content-Type": "application/json"}, text)
         self.close_connection = True
 
