@@ -15,6 +15,7 @@ from typing import TextIO
 
 from mirage_reffiles.errors import FetchError, UnpackError
 from mirage_reffiles.transfer import interrupt
+from mirage_reffiles.transfer.bounds import Bounds
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.tree.disk import require_free_space
 from mirage_reffiles.tree.layout import ARCHIVE_DIR, ENV_FILE, STATE_DIR, TARBALL_FOLDERS, tarball_member_destination
@@ -110,6 +111,25 @@ def _check_kind(member: tarfile.TarInfo, path: Path) -> None:
         raise UnpackError(f"member {member.name!r} refused: it should begin with {magic!r}, it begins with {head!r}")
 
 
+class _Counted:
+    """A reader (and its context) that tells ``check`` how many bytes it has read, before it hands them out."""
+
+    def __init__(self, stream, check: Callable[[int], None]):
+        self._stream, self._check, self.count = stream, check, 0
+
+    def __enter__(self) -> _Counted:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stream.close()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.count += len(data)
+        self._check(self.count)
+        return data
+
+
 def extract_tarball(
     archive: Path,
     staging: Path,
@@ -117,6 +137,7 @@ def extract_tarball(
     size: int | None = None,
     lane: Lane | None = None,
     rename: Rename = tarball_member_destination,
+    bounds: Bounds | None = None,
 ) -> list[Produced]:
     """Extract ``archive`` into the empty folder ``staging``, in one pass over its bytes.
 
@@ -127,20 +148,31 @@ def extract_tarball(
     without the leading ``mirage_data/``), or that it is left out. An unsafe
     member, one outside ``lane`` or one that is not what its name says
     refuses the whole archive (the caller drops ``staging``); a corrupt or
-    truncated archive is an :class:`UnpackError`.
+    truncated archive is an :class:`UnpackError`, and so is one with no
+    file. ``bounds`` (see :mod:`.transfer.bounds`) refuses a member whose
+    size, from its header, would take the files extracted past the unpacked
+    bound before anything of it is written (a member made sparse to
+    terabytes is refused at once), and a stream that inflates past it.
     """
     lane = lane or Lane()
+    bounds = bounds or Bounds()
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     if size:
         require_free_space(staging, size, f"unpacking {archive.name}")
     progress = Progress(f"unpacking {archive.name}", size, stream=log, on_board=False)
-    done = 0
+    done = extracted = 0
     try:
-        with gzip_reader(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        with (
+            _Counted(gzip_reader(archive), bounds.check_tar_stream) as stream,
+            tarfile.open(fileobj=stream, mode="r|") as tar,
+        ):
             for member in tar:
                 interrupt.check(f"unpacking {archive.name}")  # the complete download stays for the next run
+                if member.isreg() and rename(member.name) is not None:
+                    extracted += member.size
+                    bounds.check_unpacked(extracted)
                 tar.extract(member, staging, filter=functools.partial(_member_filter, lane=lane, rename=rename))
                 if member.isreg() and (name := rename(member.name)) is not None:
                     _check_kind(member, staging / name)
@@ -151,11 +183,11 @@ def extract_tarball(
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, *INFLATE_ERRORS) as error:
         raise UnpackError(f"corrupt or truncated tarball ({error})") from None
     progress.finish(done)
-    return [
-        Produced(path.relative_to(staging).as_posix(), path.stat().st_size, sha256_of(path))
-        for path in sorted(staging.rglob("*"))
-        if path.is_file() and not path.is_symlink()
-    ]
+    files = [path for path in sorted(staging.rglob("*")) if path.is_file() and not path.is_symlink()]
+    if not files:
+        raise UnpackError(f"empty archive: {archive.name} holds no file to extract")
+    bounds.check_unpacked_total(sum(path.stat().st_size for path in files))
+    return [Produced(path.relative_to(staging).as_posix(), path.stat().st_size, sha256_of(path)) for path in files]
 
 
 def move_into_place(staging: Path, root: Path) -> None:
