@@ -126,11 +126,12 @@ class Bounds:
         if limit.most is not None and count > limit.most:
             raise VerifyError(f"size check failed: the download passes {limit.most:,} bytes, {limit.why}")
 
-    def check_unpacked(self, count: int) -> None:
-        """``count`` bytes unpacked so far (before they are written): refused once past the bound."""
+    def check_unpacked(self, count: int, what: str = "it") -> None:
+        """``count`` bytes unpacked so far (before they are written; ``what`` brings them): refused once past
+        the bound."""
         limit = self.unpacked
         if limit.most is not None and count > limit.most:
-            raise VerifyError(f"unpacked size check failed: it unpacks past {limit.most:,} bytes, {limit.why}")
+            raise VerifyError(f"unpacked size check failed: {what} unpacks past {limit.most:,} bytes, {limit.why}")
 
     def check_tar_stream(self, count: int) -> None:
         """``count`` bytes of a tar stream inflated so far: its members' bound plus FLOOR for the headers."""

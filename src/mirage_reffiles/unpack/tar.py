@@ -172,7 +172,7 @@ def extract_tarball(
                 interrupt.check(f"unpacking {archive.name}")  # the complete download stays for the next run
                 if member.isreg() and rename(member.name) is not None:
                     extracted += member.size
-                    bounds.check_unpacked(extracted)
+                    bounds.check_unpacked(extracted, f"member {member.name!r} ({member.size:,} bytes) says it")
                 tar.extract(member, staging, filter=functools.partial(_member_filter, lane=lane, rename=rename))
                 if member.isreg() and (name := rename(member.name)) is not None:
                     _check_kind(member, staging / name)
