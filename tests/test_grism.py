@@ -89,7 +89,8 @@ def test_shipped_table_rows_preview_the_newest_folder():
     rows = grism_rows(table, {"nircam": "", "niriss": "V1"}, "https://github.com/")
     nircam = rows.loc["nircam_grism_V9"]
     assert (
-        nircam.url == "https://github.com/npirzkal/GRISM_NIRCAM/archive/231a434e663486ac82b114a8c2a5eb501a23009c.tar.gz"
+        nircam.urls
+        == "https://github.com/npirzkal/GRISM_NIRCAM/archive/231a434e663486ac82b114a8c2a5eb501a23009c.tar.gz"
     )
     v9 = table[(table.instrument == "nircam") & (table.version == "V9")]
     assert int(nircam.unpacked_bytes) == sum(int(size) for size in v9.size_bytes if size)
