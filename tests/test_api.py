@@ -14,7 +14,7 @@ from conftest import Snakemake, expected_tree, tree
 from mirage_reffiles import download_reffiles
 from mirage_reffiles.api import profile_settings, workflow_dir
 from mirage_reffiles.errors import ServerUnreachable, SpaceError, UsageError
-from mirage_reffiles.sources.mirage import load_table, select
+from mirage_reffiles.sources.mirage import as_rows, load_table, select
 from mirage_reffiles.tree.adopt import adopt_mirage_tree
 from mirage_reffiles.tree.layout import record_path, tarball_member_destination
 from mirage_reffiles.tree.verify import check_file
@@ -171,8 +171,9 @@ def test_adoption_holds_to_the_table_and_removes_only_the_copies_it_adopted(tmp_
     refused = {ids[darks[0].relative_to(mirage_data).as_posix()], ids[darks[1].relative_to(mirage_data).as_posix()]}
     assert set(adoption.rejected) == refused | {library.file_id}
     assert len(adoption.adopted) == len(rows) - 3
+    tree_rows = as_rows(table, mirage_data, ["http://127.0.0.1:9/"])
     for file_id in adoption.rejected:  # to be fetched again: nothing vouches for them
-        assert check_file(mirage_data, table.loc[file_id], with_contents=True).status == "missing"
+        assert check_file(tree_rows.loc[file_id], with_contents=True).status == "missing"
     assert not darks[0].exists() and not darks[1].exists()
     kept = [darks[1].with_name(darks[1].name + ".gz"), tmp_path / Path(library.path).name]
     assert sorted(tmp_path.rglob("*.gz")) == sorted(kept)  # the copies of what was adopted, and only they, removed
