@@ -30,6 +30,7 @@ from mirage_reffiles.transfer.bounds import Bounds, Expected
 from mirage_reffiles.transfer.partial import NoStore, PartialStore, remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.transfer.segments import BUDGET, Segments
+from mirage_reffiles.tree.door import open_file
 
 CHUNK_SIZE = 1 << 20
 USER_AGENT = "mirage-reffiles"
@@ -363,6 +364,8 @@ def _receive(url, store, bounds, policy, progress, reserve, sleep, log, segments
                 if done == total:
                     return done, total, digest
             with nullcontext() if is_local(url) else BUDGET.connection():  # a local file takes no connection
+                if segments is not None:
+                    segments.asking()
                 response, start, total = open_from(url, done, policy)
                 if response is None:
                     return done, total, digest
@@ -394,7 +397,7 @@ def _receive(url, store, bounds, policy, progress, reserve, sleep, log, segments
                             break
                         if segments is not None:
                             chunk = chunk[: segments.limit(done, len(chunk))]
-                            segments.spawn()
+                            segments.arrived(len(chunk))  # measures the wire; lends spare slots when that pays
                         take(chunk)
                         pace.update(len(chunk))
             if segments is not None and segments.hands_over(done):
@@ -447,7 +450,7 @@ def fetch_segment(url: str, segment, wrote, stopped, policy: RetryPolicy, total:
                 if size != total:
                     raise FetchError(f"{url} serves {size} bytes, the file being fetched has {total}")
                 pace = _Pace(policy)
-                with open(segment.path, "ab", buffering=0) as out:
+                with open_file(segment.path, "ab", buffering=0) as out:
                     while not segment.complete:
                         interrupt.check()
                         if stopped():
