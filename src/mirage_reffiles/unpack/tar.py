@@ -58,6 +58,7 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) ->
         raise UnpackError(f"member {member.name!r} refused: the archive holds it twice") from None
     with out, tar.extractfile(member) as source:
         while block := source.read(READ_BLOCK):
+            interrupt.check(f"unpacking {member.name}")  # a large member is no reason to keep a stopped run
             out.write(block)
             digest.update(block)
             size += len(block)
