@@ -13,12 +13,15 @@ from mirage_reffiles.testing.server import serve
 
 
 def build(workdir, mirage_data, base_url, table, cores):
+    """One terminal's build; one connection per file (segment_mb=0), so the server's count of
+    requests per file says how many times it was fetched."""
     workdir.mkdir()
     return subprocess.Popen(
         [
             sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "fgs_raw", "--cores", str(cores),
             "--config",
             f"base_url={base_url}", f"mirage_data={mirage_data}", f"reference_table={table}", "single_dark=true",
+            "segment_mb=0",
         ],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
