@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from mirage_reffiles.errors import FetchError, Interrupted, UnpackError, VerifyError
+from mirage_reffiles.errors import FetchError, Interrupted, Outdated, UnpackError, VerifyError
 from mirage_reffiles.transfer import interrupt, segments
 from mirage_reffiles.transfer.http import Expected, RetryPolicy, download, is_local, local_path
 from mirage_reffiles.transfer.partial import kept_bytes, remove_partial
@@ -146,7 +146,7 @@ def fetch_tarball(
     policy: RetryPolicy | None = None,
     lane: Lane | None = None,
     rename: Rename = tarball_member_destination,
-    accept: Callable[[Path, list[Produced]], None] | None = None,
+    accept: Callable[[Path, list[Produced]], str | None] | None = None,
     log: TextIO | None = None,
     mirrors: tuple[str, ...] = (),
 ) -> Path:
@@ -158,8 +158,8 @@ def fetch_tarball(
     is the mark that the extraction is complete. ``accept(staging, files)``
     sees the extracted files before any moves: it raises
     :class:`VerifyError` or :class:`UnpackError` to refuse the archive
-    (whose download is then deleted), and may clear what they replace.
-    Returns the record's path.
+    (whose download is then deleted), and may clear what they replace; what
+    it returns is recorded as the files' version. Returns the record's path.
     """
     with exclusive(layout.lock_path(mirage_data, file_id), file_id, log):
         if _is_complete(mirage_data, file_id):
@@ -172,8 +172,7 @@ def fetch_tarball(
         archive = partial or local_path(url)
         try:
             members = extract_tarball(archive, staging, log, size=unpacked_size_hint(archive), lane=lane, rename=rename)
-            if accept is not None:
-                accept(staging, members)
+            version = accept(staging, members) if accept is not None else None
             move_into_place(staging, mirage_data)
         except (UnpackError, VerifyError):
             if partial is not None:
@@ -185,7 +184,7 @@ def fetch_tarball(
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        record = write_record(mirage_data, Record(file_id, url, size, sha256, members))
+        record = write_record(mirage_data, Record(file_id, url, size, sha256, members, version=version or ""))
         _finish_download(partial, kept_archive)
     return record
 
@@ -258,7 +257,7 @@ def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
             if len(sources) > 1:
                 print(f"{request.file_id}: served by {url}", file=out, flush=True)
             return done
-        except Interrupted:
+        except (Interrupted, Outdated):
             raise
         except (VerifyError, UnpackError) as error:
             failure = error
@@ -292,9 +291,12 @@ def _fetch_from(request: FetchRequest, url: str, mirrors: tuple[str, ...], log: 
 
 
 def twice_on_bad_bytes(once: Callable[[], Path], file_id: str, log: TextIO | None = None) -> Path:
-    """``once()``, and once more from the start when its bytes failed a check (they were discarded)."""
+    """``once()``, and once more from the start when its bytes failed a check (they were discarded);
+    not when they are whole but outdated (the same bytes would come again)."""
     try:
         return once()
+    except Outdated:
+        raise
     except (VerifyError, UnpackError) as error:
         print(f"{file_id}: {error}; fetching it once more from the start", file=log or sys.stderr, flush=True)
         return once()
