@@ -1,3 +1,7 @@
+# Settings and input functions. Every source (Mirage's table, the grism
+# repositories, a CRDS context) is rows of one shape in CATALOG
+# (mirage_reffiles.sources.catalog); the functions here only hand rows to
+# Snakemake and to the jobs.
 import os
 import re
 import sys
@@ -7,48 +11,43 @@ import yaml
 
 # This workflow's folder, also when another workflow uses it as a module.
 WORKFLOW_DIR = Path(str(workflow.current_basedir)).parent
-# In a checkout the workflow uses the package beside it, installed or not
-# (the report scripts are given the same path); installed from a wheel, the
-# workflow is inside the package, which is importable already.
-PACKAGE_ROOT = str(WORKFLOW_DIR / "src")
-if Path(PACKAGE_ROOT, "mirage_reffiles").is_dir():
-    sys.path.insert(0, PACKAGE_ROOT)
+# In a checkout the workflow uses the package beside it, installed or not;
+# installed from a wheel, the workflow is inside the package, importable already.
+if Path(WORKFLOW_DIR, "src", "mirage_reffiles").is_dir():
+    sys.path.insert(0, str(WORKFLOW_DIR / "src"))
 
-from mirage_reffiles.tree import layout
 from mirage_reffiles.adapters import session
-from mirage_reffiles.errors import ServerUnreachable, SpaceError, UsageError
-from mirage_reffiles.tree.plan import make_plan
-from mirage_reffiles.transfer.probe import probe_any
-from mirage_reffiles.adapters.runtime import freeze, settle
-from mirage_reffiles.adapters.settings import check_config, check_mirage_data
 from mirage_reffiles.adapters.envfile import (
     export_lines,
     mirage_environment,
     write_env_file,
 )
-from mirage_reffiles.sources.mirage import (
-    SKIP_FLAGS,
-    combine_rows,
-    load_table,
-    mirage_group,
-    select,
-    select_group,
-    standard_groups,
-    vocabulary,
-)
-from mirage_reffiles.transfer.fetch import FetchRequest, fetch_logged
 from mirage_reffiles.adapters.reports import (
     clear_for_repair,
     finish_repair,
     show_status,
     verify_tree,
 )
-from mirage_reffiles.transfer.http import (
-    Expected,
-    RetryPolicy,
-    as_base_url,
-    as_base_urls,
-    as_url,
+from mirage_reffiles.adapters.runtime import freeze, settle
+from mirage_reffiles.adapters.settings import check_config, check_mirage_data
+from mirage_reffiles.errors import FetchError, ServerUnreachable, SpaceError, UsageError
+from mirage_reffiles.sources import crds, rows
+from mirage_reffiles.sources.catalog import CRDS_GROUPS, Catalog, retry_policy
+from mirage_reffiles.sources.grism import fetch_grism, grism_request
+from mirage_reffiles.transfer.fetch import (
+    FetchRequest,
+    fetch,
+    fetch_logged,
+    fetch_member,
+)
+from mirage_reffiles.transfer.http import Expected, as_url
+from mirage_reffiles.transfer.probe import probe_any
+from mirage_reffiles.tree import layout
+from mirage_reffiles.tree.plan import make_plan
+from mirage_reffiles.tree.records import (
+    read_record,
+    remove_unusable_records,
+    unusable_records,
 )
 
 # Everything the user chose is checked now: a mistake ends the run with a few
@@ -64,81 +63,17 @@ try:
     MIRAGE_DATA = check_mirage_data(
         config["mirage_data"] or os.environ.get("MIRAGE_DATA") or "mirage_data"
     )
-    # Sources, primary first: a file comes from the first that has it.
-    BASE_URLS = as_base_urls(config["base_url"] or layout.default_base_url())
-    BASE_URL = BASE_URLS[0]
-    OPTIONS = {key: config[key] for key in (*SKIP_FLAGS, "single_dark")}
-
-    with open(WORKFLOW_DIR / "config/schemas/reference_files.schema.yaml") as handle:
-        ROW_SCHEMA = yaml.safe_load(handle)
-    TABLE_PATH = str(
-        config["reference_table"] or WORKFLOW_DIR / "config/reference_files.csv"
-    )
-    TABLE = load_table(TABLE_PATH, schema=ROW_SCHEMA)
-
-    # Every target group, checked now so a bad name or value fails before any download.
-    GROUPS = {
-        "all": mirage_group(config["instrument"], config["dark_type"]),
-        **standard_groups(),
-        **config["groups"],
-    }
-    SELECTIONS = {
-        name: select(TABLE, group, OPTIONS, f"group {name!r}", vocabulary(ROW_SCHEMA))
-        for name, group in GROUPS.items()
-    }
+    CATALOG = Catalog(config, WORKFLOW_DIR, MIRAGE_DATA)
 except (UsageError, OSError) as error:
     raise session.refuse(error)
 
-# Rows that target groups build beside the table's, shaped like its rows (plus
-# their own `url`): previews, status, verify and repair take them alike. The
-# grism folders add theirs.
-EXTRA_ROWS = []
-
-# Mirage's grism folders (mirage_reffiles.sources.grism; their rule: rules/grism.smk):
-# targets nircam_grism and niriss_grism, and part of `all` with grism: true.
-from mirage_reffiles.sources.grism import (
-    GRISM_INSTRUMENTS,
-    fetch_grism,
-    grism_groups,
-    grism_request,
-    grism_rows,
-    load_grism_table,
-)
-
-try:
-    with open(WORKFLOW_DIR / "config/schemas/grism_files.schema.yaml") as handle:
-        GRISM_TABLE = load_grism_table(
-            config["grism_table"] or WORKFLOW_DIR / "config/grism_files.csv",
-            schema=yaml.safe_load(handle),
-        )
-    GRISM_ROWS = grism_rows(
-        GRISM_TABLE,
-        {name: config[f"{name}_grism_version"] for name in GRISM_INSTRUMENTS},
-        as_base_url(config["grism_base_url"] or layout.default_grism_base_url()),
-    )
-    for name, group in grism_groups().items():
-        GROUPS[name] = group
-        SELECTIONS[name] = select_group(GRISM_ROWS, group, f"group {name!r}")
-except (UsageError, OSError) as error:
-    raise session.refuse(error)
-
-EXTRA_ROWS.append(GRISM_ROWS)
-if config["grism"]:
-    SELECTIONS["all"] = combine_rows(
-        SELECTIONS["all"],
-        GRISM_ROWS[GRISM_ROWS.instrument.isin(GROUPS["all"]["instrument"])],
-    )
-
-
-def get_grism_request(wildcards):
-    """What the job for one grism folder must do (see mirage_reffiles.sources.grism.GrismRequest)."""
-    return grism_request(
-        GRISM_TABLE, GRISM_ROWS.loc[wildcards.grism], MIRAGE_DATA, get_retry_policy()
-    )
-
-
+GROUPS = CATALOG.groups
+CRDS_PATH = CATALOG.crds_path
+TABLE = CATALOG.rows[CATALOG.rows.source == "mirage"]
 DARKS = TABLE[TABLE.archive == "gz"].set_index("destination", drop=False)
 TARBALLS = TABLE[TABLE.archive == "tar.gz"]
+# The folders tarballs and grism folders unpack into: a file there is asked for by path.
+LANES = CATALOG.rows.lane[CATALOG.rows.archive == "tar.gz"]
 BY_PATH = TABLE.set_index("path", drop=False)
 
 # With downloads_on_submit_host, where the submit host puts each download for
@@ -147,6 +82,10 @@ if config["keep_archives"]:
     DOWNLOADED = f"{MIRAGE_DATA}/{layout.ARCHIVE_DIR}/{{server_path}}"
 else:
     DOWNLOADED = f"{MIRAGE_DATA}/{layout.STATE_DIR}/downloaded/{{server_path}}"
+
+# Names this run's list of cleared rows: each `repair` checks the trees anew.
+REPAIR_RUN = os.urandom(6).hex()
+REPAIR_DIR = ".snakemake/reffiles/repair"
 
 # Everything loaded so far (Snakemake, pandas, the table) lives as long as the
 # run: keep the garbage collector from walking it again and again.
@@ -162,7 +101,7 @@ def one_of(values):
     )
 
 
-# Built from the table's own values; shapes rather than one long alternation
+# Built from the rows' own values; shapes rather than one long alternation
 # of every path, which Snakemake would compile over and over.
 wildcard_constraints:
     dark=(
@@ -171,15 +110,7 @@ wildcard_constraints:
     ),
     tarball=one_of(TARBALLS.file_id),
     server_path=f"{one_of(TABLE.instrument)}/[^\\s]+\\.gz",
-
-
-def get_sources(row):
-    """Every place a row's file may come from: its own `url`, else each base_url in order."""
-    return [row["url"]] if row.get("url") else [url + row.path for url in BASE_URLS]
-
-
-def get_target(row):
-    return str(layout.target_path(MIRAGE_DATA, row))
+    member=f"{one_of(LANES)}/[^\\s]+",
 
 
 ANNOUNCED = set()
@@ -194,24 +125,30 @@ def get_group_input(name):
     """
 
     def get_group_targets(wildcards):
-        if name not in ANNOUNCED:
-            ANNOUNCED.add(name)
-            clear_unusable_records(SELECTIONS[name])
-            plan = make_plan(
-                name, MIRAGE_DATA, SELECTIONS[name], config["keep_archives"]
-            )
-            print(plan.describe(per_file=workflow.dryrun), flush=True)
-            if not workflow.dryrun and len(plan.missing):
-                try:
+        try:
+            if name in CRDS_GROUPS:
+                CATALOG.plan_crds(workflow.dryrun, retry_policy(config))
+            selection = CATALOG.selections[name]
+            if name not in ANNOUNCED:
+                ANNOUNCED.add(name)
+                clear_unusable_records(selection)
+                plan = make_plan(name, selection, config["keep_archives"])
+                print(plan.describe(per_file=workflow.dryrun), flush=True)
+                if not workflow.dryrun and len(plan.missing):
                     if not config["ignore_free_space"]:
                         plan.check_fits()
                     plan.check_writable()
-                    first = plan.missing.iloc[0]
-                    probe_any(get_sources(first))
-                except (SpaceError, UsageError, ServerUnreachable) as error:
-                    raise session.refuse(error)
-                session.plan(len(plan.missing), plan.size_bytes)
-        return [get_target(row) for row in SELECTIONS[name].itertuples()]
+                    probe_any(rows.urls(plan.missing.iloc[0]))
+                    session.plan(plan.missing)
+        except (
+            SpaceError,
+            UsageError,
+            ServerUnreachable,
+            FetchError,
+            OSError,
+        ) as error:
+            raise session.refuse(error)
+        return [str(layout.target_path(row)) for row in selection.itertuples()]
 
     return get_group_targets
 
@@ -231,26 +168,21 @@ def get_downloaded(wildcards):
     return DOWNLOADED.format(server_path=get_row(wildcards).path)
 
 
-def get_retry_policy():
-    """How patiently a job fetches (the settings retries, connect_timeout, ...)."""
-    return RetryPolicy(
-        retries=config["retries"],
-        connect_timeout=config["connect_timeout"],
-        read_timeout=config["read_timeout"],
-        min_speed=config["min_speed"],
-        stall_window=config["stall_window"],
-        max_retry_after=config["max_retry_after"],
+def get_fetch_request(wildcards, input):
+    """What the job for one row must do (see mirage_reffiles.transfer.fetch.FetchRequest)."""
+    download_only = "server_path" in wildcards.keys()
+    unpack_only = config["downloads_on_submit_host"] and not download_only
+    return fetch_request(
+        get_row(wildcards), as_url(input.archive) if unpack_only else "", download_only
     )
 
 
-def get_fetch_request(wildcards, input):
-    """What the job for one row must do (see mirage_reffiles.transfer.fetch.FetchRequest)."""
-    row = get_row(wildcards)
-    download_only = "server_path" in wildcards.keys()
-    unpack_only = config["downloads_on_submit_host"] and not download_only
-    keep = config["keep_archives"] and not unpack_only and not download_only
+def fetch_request(row, archive="", download_only=False):
+    """The request that fetches ``row`` (of Mirage's table): from its sources, or unpacking ``archive``."""
+    keep = config["keep_archives"] and not archive and not download_only
+    sources = rows.urls(row)
     return FetchRequest(
-        url=as_url(input.archive) if unpack_only else BASE_URL + row.path,
+        url=archive or sources[0],
         mirage_data=MIRAGE_DATA,
         file_id=row.file_id,
         archive=row.archive,
@@ -263,25 +195,40 @@ def get_fetch_request(wildcards, input):
         download_to=(
             Path(DOWNLOADED.format(server_path=row.path)) if download_only else None
         ),
-        policy=get_retry_policy(),
+        policy=retry_policy(config),
         kind=row.kind,
         instrument=row.instrument,
         reserved=frozenset(DARKS.destination),
-        mirrors=() if unpack_only else tuple(url + row.path for url in BASE_URLS[1:]),
+        mirrors=() if archive else tuple(sources[1:]),
         connections=get_connection_cap(download_only),
         segment_size=int(config["segment_mb"] * 2**20),
     )
 
 
-def get_retry_policy():
-    return RetryPolicy(
-        retries=config["retries"],
-        connect_timeout=config["connect_timeout"],
-        read_timeout=config["read_timeout"],
-        min_speed=config["min_speed"],
-        stall_window=config["stall_window"],
-        max_retry_after=config["max_retry_after"],
-    )
+def get_grism_request(wildcards):
+    """What the job for one grism folder must do (see mirage_reffiles.sources.grism.GrismRequest)."""
+    return grism_fetch_request(wildcards.grism)
+
+
+def grism_fetch_request(file_id):
+    row = CATALOG.rows.loc[file_id]
+    return grism_request(CATALOG.grism_table, row, MIRAGE_DATA, retry_policy(config))
+
+
+def get_crds_request(wildcards):
+    """What the job for one CRDS reference must do (see mirage_reffiles.sources.crds.fetch_reference)."""
+    if CATALOG.crds_plan is None:
+        CATALOG.plan_crds(workflow.dryrun, retry_policy(config))
+    row = CATALOG.rows.loc[wildcards.reference]
+    return {
+        "crds_path": CRDS_PATH,
+        "reference_url": CATALOG.crds_plan[0],
+        "name": row.file_id,
+        "instrument": row.instrument,
+        "size": int(row.size_bytes),
+        "sha1sum": row.sha1,
+        "policy": retry_policy(config),
+    }
 
 
 def get_connection_cap(download_only):
@@ -298,21 +245,45 @@ def get_connection_cap(download_only):
     return int(cap) if cap else None
 
 
+def get_member_fetches(wildcards):
+    """How to fetch the tarball (or grism folder) whose lane holds a file asked for by path.
+
+    Where several tarballs share the lane, the one whose record lists the
+    file first (their members are not known before they are fetched).
+    """
+    candidates = rows.lane_of(CATALOG.rows, MIRAGE_DATA, wildcards.member)
+    listed = [
+        row.file_id
+        for row in candidates.itertuples()
+        if (record := read_record(MIRAGE_DATA, row.file_id))
+        and wildcards.member in {item.path for item in record.files}
+    ]
+    ordered = candidates.loc[listed + [i for i in candidates.index if i not in listed]]
+    return [
+        (
+            (fetch_grism, grism_fetch_request(row.file_id))
+            if row.source == "grism"
+            else (fetch, fetch_request(row))
+        )
+        for row in ordered.itertuples()
+    ]
+
+
 def get_unknown_target(wildcards):
     raise session.refuse(
         UsageError(
             f"unknown target {wildcards.name!r}; the target groups are: {', '.join(GROUPS)}"
-            " (add your own under 'groups' in config/config.yaml)"
+            " (add your own under 'groups' in config/config.yaml), or a file by its path"
         )
     )
 
 
 def report_environment(log):
     """Write MIRAGE_DATA/mirage_env.sh and show the lines Mirage needs, after a build."""
-    if not ANNOUNCED and not CRDS_PLANS:  # nothing was built (status, verify, ...)
+    if not ANNOUNCED:  # nothing was built (status, verify, ...)
         return
     # The offline lines once this build filled the CRDS cache for the context.
-    filled = CRDS_PLANS or crds_cache.is_filled(CRDS_PATH, config["crds_context"])
+    filled = CATALOG.crds_plan or crds.is_filled(CRDS_PATH, config["crds_context"])
     environment = mirage_environment(
         MIRAGE_DATA,
         config["crds_path"],
@@ -328,48 +299,55 @@ def report_environment(log):
     )
 
 
-def get_report_params(**extra):
-    """What the reports (status, verify, repair) need to know of the build."""
-    return {
-        "mirage_data": str(MIRAGE_DATA),
-        "table": TABLE_PATH,
-        "selections": {name: list(rows.file_id) for name, rows in SELECTIONS.items()},
-        "extra_rows": combine_rows(*EXTRA_ROWS).to_dict("records"),
-        **extra,
-    }
+def get_report_rows(wildcards):
+    """Every row the reports cover (a CRDS context's once a plan was made), as plain records."""
+    return CATALOG.report_rows().to_dict("records")
+
+
+def get_report_selections(wildcards):
+    CATALOG.report_rows()
+    return CATALOG.report_selections()
+
+
+def get_report_notes(wildcards):
+    """What a report cannot cover: a CRDS context whose references are not chosen yet."""
+    if not config["crds_context"] or CATALOG.saved_crds_plan():
+        return []
+    return [
+        f"CRDS references of {config['crds_context']} in {CRDS_PATH}: none chosen yet for these"
+        " settings (`snakemake -n crds` lists them; `snakemake crds` fetches them)"
+    ]
 
 
 def get_repaired_targets(wildcards):
     """Targets of the rows `clear_damaged` cleared: fetching them again is the repair."""
     cleared = checkpoints.clear_damaged.get(run=REPAIR_RUN).output[0]
     with open(cleared) as handle:
-        rows = combine_rows(TABLE, *EXTRA_ROWS)
-        return [get_target(rows.loc[file_id]) for file_id in handle.read().split()]
-
-
-# The bookkeeping's own checks (see mirage_reffiles.tree.records and .verify).
-from mirage_reffiles.tree.records import remove_unusable_records, unusable_records
-
-# Names this run's list of cleared rows: each `repair` checks the tree anew.
-REPAIR_RUN = os.urandom(6).hex()
+        every = CATALOG.report_rows()
+        return [
+            str(layout.target_path(every.loc[file_id]))
+            for file_id in handle.read().split()
+        ]
 
 
 def get_unfinished_repairs(wildcards):
     """Lists that earlier repairs left behind (they failed before fetching all): carried over."""
     mine = f"cleared.{wildcards.run}.txt"
     return sorted(
-        str(path) for path in Path("repair").glob("cleared.*.txt") if path.name != mine
+        str(path)
+        for path in Path(REPAIR_DIR).glob("cleared.*.txt")
+        if path.name != mine
     )
 
 
-def clear_unusable_records(rows):
-    """Remove the records of the tarballs among ``rows`` that cannot be used, so they are fetched again.
+def clear_unusable_records(selection):
+    """Remove the records of the tarballs among ``selection`` that cannot be used, so they are fetched again.
 
     A tarball's build target is its record: a garbled one would look done.
     Call it before the DAG is built; a dry run only says what it would
     remove. Returns the ``file_id`` of those records.
     """
-    tarballs = rows.file_id[rows.archive == "tar.gz"]
+    tarballs = selection.file_id[selection.archive == "tar.gz"]
     if workflow.dryrun:
         removed, busy = unusable_records(MIRAGE_DATA, tarballs), []
     else:

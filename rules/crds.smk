@@ -1,26 +1,7 @@
-# The `crds` target: a CRDS cache at crds_path with which crds resolves with no
-# server (see mirage_reffiles.sources.crds). Which reference files a set of
-# observing modes needs is known only once the context's mappings are in the
-# cache and crds has been asked; that plan is made (once, then read back)
-# when a crds target is asked for, before any reference is downloaded, so a
-# bad context or mode ends the run with a short message.
-
-
-include: "crds_common.smk"
-
-
-rule crds:
-    input:
-        get_crds_references(),
-
-
-for crds_instrument in CRDS_INSTRUMENTS:
-
-    rule:
-        name:
-            f"crds_{crds_instrument}"
-        input:
-            get_crds_references(crds_instrument),
+# A CRDS cache at crds_path with which crds resolves with no server (see
+# mirage_reffiles.sources.crds). Its references are rows like any other
+# source's: the targets crds, crds_nircam, ... are groups over them (the
+# Snakefile), their plan is made when a crds target is asked for.
 
 
 # Compute nodes without internet: the host running Snakemake downloads them.
@@ -37,23 +18,13 @@ rule fetch_crds_reference:
             f"{CRDS_PATH}/references/jwst/{{crds_instrument}}/{{reference}}"
         ),
     log:
-        f"{CRDS_PATH}/{crds_cache.STATE_DIR}/logs/{{crds_instrument}}/{{reference}}.log",
+        f"{CRDS_PATH}/{layout.STATE_DIR}/logs/{{crds_instrument}}/{{reference}}.log",
     wildcard_constraints:
-        crds_instrument=one_of(CRDS_INSTRUMENTS),
+        crds_instrument=one_of([name.lower() for name in crds.INSTRUMENTS]),
         reference=r"[^/\s]+",
     resources:
         downloads=1,
     params:
         request=get_crds_request,
     run:
-        crds_cache.fetch_reference_logged(log[0], **params.request)
-
-
-# Files and bytes present and missing, per instrument (no server is asked).
-rule crds_status:
-    log:
-        ".snakemake/reffiles/logs/crds_status.log",
-    params:
-        text=get_crds_status,
-    run:
-        crds_cache.show(params.text, log[0])
+        crds.fetch_reference_logged(log[0], **params.request)

@@ -49,3 +49,19 @@ if config["downloads_on_submit_host"]:
             f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/submit_host/{{server_path}}.log",
         resources:
             downloads=1,
+
+
+# A file of a tarball or a grism folder asked for by its path (from the command
+# line, or by a workflow using this one as a module): a job only when it is not
+# in place, which fetches the archive whose lane holds it.
+rule fetch_member:
+    output:
+        member=f"{MIRAGE_DATA}/{{member}}",
+    log:
+        ".snakemake/reffiles/logs/members/{member}.log",
+    resources:
+        downloads=1,
+    params:
+        fetches=get_member_fetches,
+    run:
+        fetch_member(output.member, params.fetches, log[0])

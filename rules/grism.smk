@@ -1,8 +1,8 @@
 # Mirage's grism folders (mirage_reffiles.sources.grism): each instrument's GitHub
 # repository, fetched as an archive at the commit config/grism_files.csv pins,
 # its chosen version folder extracted into <inst>/GRISM_<INST>/current/ and
-# checked file by file against the table's git blob SHA-1s. The settings, the
-# rows and the target groups: the grism section of rules/common.smk.
+# checked file by file against the table's git blob SHA-1s. Its rows and
+# target groups: mirage_reffiles.sources.catalog.
 
 
 if config["downloads_on_submit_host"]:
@@ -19,7 +19,7 @@ rule extract_grism:
     log:
         f"{MIRAGE_DATA}/{layout.STATE_DIR}/logs/{{grism}}.log",
     wildcard_constraints:
-        grism=one_of(GRISM_ROWS.file_id),
+        grism=one_of(CATALOG.rows.file_id[CATALOG.rows.source == "grism"]),
     resources:
         downloads=1,
     params:

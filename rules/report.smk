@@ -1,13 +1,18 @@
-# Reports read MIRAGE_DATA and write nothing inside it (it may be a read-only
-# shared install): their logs go to the working directory's .snakemake/.
-# Each rule is one call of mirage_reffiles.reports, in the Snakemake process.
+# Reports read every source's rows (MIRAGE_DATA, the grism folders, a CRDS
+# cache once its references were chosen) and write nothing inside the trees
+# (they may be read-only shared installs): their logs and repair's lists go
+# to the working directory's .snakemake/. Each rule is one call of
+# mirage_reffiles.adapters.reports, in the Snakemake process.
 
 
 rule status:
     log:
         ".snakemake/reffiles/logs/status.log",
     params:
-        **get_report_params(csv=config["status_csv"]),
+        rows=get_report_rows,
+        selections=get_report_selections,
+        notes=get_report_notes,
+        csv=config["status_csv"],
     run:
         show_status(**params, log=log[0])
 
@@ -16,7 +21,9 @@ rule verify:
     log:
         ".snakemake/reffiles/logs/verify.log",
     params:
-        **get_report_params(with_contents=config["verify_contents"]),
+        rows=get_report_rows,
+        selections=get_report_selections,
+        with_contents=config["verify_contents"],
     run:
         verify_tree(**params, log=log[0])
 
@@ -25,11 +32,13 @@ rule verify:
 # tree again; `repair` removes the list once everything on it is fetched.
 checkpoint clear_damaged:
     output:
-        cleared="repair/cleared.{run}.txt",
+        cleared=f"{REPAIR_DIR}/cleared.{{run}}.txt",
     log:
         ".snakemake/reffiles/logs/repair.{run}.log",
     params:
-        **get_report_params(with_contents=config["verify_contents"], base_url=BASE_URL),
+        rows=get_report_rows,
+        selections=get_report_selections,
+        with_contents=config["verify_contents"],
         unfinished=get_unfinished_repairs,
     run:
         clear_for_repair(**params, output=output.cleared, log=log[0])
@@ -37,7 +46,7 @@ checkpoint clear_damaged:
 
 rule repair:
     input:
-        cleared=f"repair/cleared.{REPAIR_RUN}.txt",
+        cleared=f"{REPAIR_DIR}/cleared.{REPAIR_RUN}.txt",
         targets=get_repaired_targets,
     log:
         ".snakemake/reffiles/logs/repair.log",

@@ -26,6 +26,7 @@ from mirage_reffiles.errors import UsageError
 from mirage_reffiles.sources import crds as crds_cache
 from mirage_reffiles.testing.crds_server import MIRAGE_TYPES, REFERENCE_DIR, serve_crds, write_context
 from mirage_reffiles.testing.server import Fault
+from mirage_reffiles.tree import layout
 
 pytest.importorskip("crds", reason="the crds extra: pip install 'mirage-reffiles[crds]'")
 
@@ -168,7 +169,7 @@ def test_the_cache_resolves_every_mode_and_type_with_no_server(run, crds_server,
     crds_server.requests.clear()
     second = run("crds")
     assert crds_server.requests == [], crds_server.requests
-    assert "0 to fetch" in second.stdout
+    assert "to fetch: 0 files" in second.stdout
 
     crds_server.shutdown()  # an offline node: no server, a serverless URL
     crds_server.server_close()
@@ -190,7 +191,7 @@ def test_a_dropped_download_resumes_where_it_stopped(run, crds_server, crds_root
     crds_server.faults[path] = Fault(drop_after=40_000)
     run("crds")
     requests = crds_server.requests_for(path)
-    assert [r.range for r in requests] == [None, "bytes=40000-"]
+    assert [r.range for r in requests if r.method == "GET"] == [None, "bytes=40000-"]
     assert sha1(crds_path_of(run, crds_root, name)) == sha1(server_reference(crds_root, name))
 
 
@@ -199,7 +200,7 @@ def crds_path_of(run: CrdsRun, crds_root, name: str) -> Path:
 
 
 def test_a_killed_run_resumes(run, crds_server, crds_root):
-    partials = run.crds_path / crds_cache.STATE_DIR / "partial"
+    partials = layout.downloads_dir(run.crds_path)
 
     def kept_sizes():
         """{name: bytes kept} of the partial downloads (one may take its final name while this looks)."""
@@ -243,7 +244,7 @@ def test_a_reference_whose_sha1_differs_is_refused(run, crds_server, crds_root):
     assert result.returncode != 0
     final = crds_path_of(run, crds_root, name)
     assert not final.exists()
-    assert not list((run.crds_path / crds_cache.STATE_DIR / "partial").glob(f"{name}*"))
+    assert not list(layout.downloads_dir(run.crds_path).glob(f"{name}*"))
     log = run.crds_path / crds_cache.STATE_DIR / "logs" / crds_root[1][name] / f"{name}.log"
     assert "sha1 check failed" in log.read_text()
     # the others are in place
@@ -345,23 +346,61 @@ def test_the_crds_target_covers_the_modes_of_mirage_yaml_files(run, crds_server,
     assert fetched == {name for name, instrument in crds_root[1].items() if instrument == "nircam"}
 
 
-def test_dry_run_and_status_cover_the_references(run, crds_server, crds_root):
-    before = run("crds", "--dry-run")
-    assert "not known before a real run" in before.stdout
-    assert not (run.crds_path / "mappings").exists()  # a dry run writes nothing
-    assert "none chosen yet" in run("crds_status").stdout
+def test_a_dry_run_on_an_empty_cache_lists_every_reference_and_writes_nothing(run, crds_server, crds_root):
+    preview = run("crds", "--dry-run").stdout
+    for name in crds_root[1]:
+        size = f"{REFERENCE_SIZE / 1e3:,.2f} kB"
+        assert re.search(rf"^  {re.escape(name)}\s+{size}\s+{size}$", preview, re.M), preview
+    total = REFERENCE_SIZE * len(crds_root[1])
+    assert f"to download: {total / 1e6:,.2f} MB ({total:,} bytes)" in preview
+    assert not run.crds_path.exists()  # a dry run writes nothing
+    methods = {r.path.split("/")[1] for r in crds_server.rpc_posts()}
+    assert "get_best_references" in methods and "get_mapping_names" not in methods
+    assert reference_gets(crds_server) == []
+
+
+def status_line(report: str, scope: str, name: str) -> list[int]:
+    """files present, files missing of one line of `snakemake status`."""
+    match = re.search(rf"^\s*{scope}\s+{name}\s+(\d+)\s+(\d+)\s", report, re.M)
+    assert match, report
+    return [int(match.group(1)), int(match.group(2))]
+
+
+def test_status_covers_the_references_with_the_other_rows(run, crds_server, crds_root):
+    assert "none chosen yet" in run("status").stdout
     run("crds_niriss")
     crds_server.requests.clear()
     preview = run("crds", "--dry-run").stdout
     nircam = sorted(name for name, instrument in crds_root[1].items() if instrument == "nircam")
     missing = [name for name, instrument in crds_root[1].items() if instrument != "niriss"]
-    assert f"{len(missing)} to fetch" in preview
-    assert all(f"nircam/{name}" in preview for name in nircam)
-    status = run("crds_status").stdout
-    assert re.search(rf"nircam\s+0\s+0\.00\s+{len(nircam)}\s", status), status
+    assert f"to fetch: {len(missing)} files" in preview
+    assert all(re.search(rf"^  {name}\s", preview, re.M) for name in nircam)
+    report = run("status").stdout
     niriss = [name for name, instrument in crds_root[1].items() if instrument == "niriss"]
-    assert re.search(rf"niriss\s+{len(niriss)}\s", status), status
+    assert status_line(report, "group", "crds_niriss") == [len(niriss), 0]
+    assert status_line(report, "group", "crds_nircam") == [0, len(nircam)]
+    assert status_line(report, "source", "crds") == [len(niriss), len(missing)]
+    assert status_line(report, "source", "mirage")[0] == 0  # beside the table's rows
     assert crds_server.requests == []  # neither asks the server
+
+
+def test_verify_names_a_changed_reference_and_repair_restores_it_alone(run, crds_server, crds_root):
+    run("crds")
+    name = sorted(crds_root[1])[0]
+    path = crds_path_of(run, crds_root, name)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one byte, same size
+    path.write_bytes(bytes(data))
+    assert run("verify", check=False).returncode == 0  # sizes alone cannot see it
+    checked = run("verify", config={"verify_contents": True}, check=False)
+    assert checked.returncode != 0
+    assert f"DAMAGED {name}" in checked.stdout + checked.stderr
+    crds_server.requests.clear()
+    run("repair", config={"verify_contents": True})
+    assert sha1(path) == sha1(server_reference(crds_root, name))
+    assert [Path(r.path).name for r in reference_gets(crds_server)] == [name]
+    assert not (run.workdir / "repair").exists()  # repair's lists live under .snakemake/
+    assert run("verify", config={"verify_contents": True}, check=False).returncode == 0
 
 
 def test_the_stand_in_server_answers_the_real_crds_client(workdir, crds_server, crds_root):

@@ -252,3 +252,18 @@ def test_downloads_on_submit_host_then_unpack(snakemake, server, mirror, table, 
     assert len(archives) == (len(rows) if keep_archives else 0)
     assert leftovers(snakemake.mirage_data) == ([] if not keep_archives else sorted(archives))
     assert sorted(r.path for r in server.gets()) == sorted(rows.path)
+
+
+def test_a_file_of_a_tarball_by_path_fetches_its_tarball_alone(snakemake, server, mirror, table):
+    library = table.loc["mirage_fgs_cr_library"]
+    member = sorted(mirror[1][library.file_id])[0]
+    target = snakemake.mirage_data / member
+    snakemake(str(target))
+    assert target.read_bytes() == mirror[1][library.file_id][member]
+    assert [r.path for r in server.gets()] == [library.path]
+    server.requests.clear()
+    snakemake(str(target))  # there: no job, no request
+    assert server.requests == []
+    wrong = snakemake(str(target.with_name("no_such_file.fits")), check=False)
+    assert wrong.returncode != 0
+    assert "is in no archive whose folder holds it (mirage_fgs_cr_library)" in wrong.stderr + wrong.stdout

@@ -100,17 +100,26 @@ class Display:
         self.interval = 0.5 if self.tty else interval
         self.verbose = verbose
         self.board = board
-        self.files = 0  # files this run fetches
-        self.total_bytes = 0  # their download sizes (by the table; estimates until pinned)
+        self.estimates: dict[str, int] = {}  # each file this run fetches: its download size by its row
         self._lock = threading.RLock()
         self._drawn = 0  # lines of the block now on the terminal
         self._started = time.monotonic()
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
 
-    def plan(self, files: int, total_bytes: int) -> None:
-        """What the run will fetch: the denominators of the display."""
-        self.files, self.total_bytes = files, total_bytes
+    def plan(self, estimates: dict[str, int]) -> None:
+        """Files the run will fetch, each with its size by its row (0 when unknown)."""
+        self.estimates.update(estimates)
+
+    @property
+    def files(self) -> int:
+        return len(self.estimates)
+
+    @property
+    def total_bytes(self) -> int:
+        """The download sizes: as each server announced them once known, else the rows' estimates."""
+        announced = self.board.announced()
+        return sum(announced.get(name, estimate) for name, estimate in self.estimates.items())
 
     # What to show
 

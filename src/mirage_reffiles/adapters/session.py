@@ -75,10 +75,11 @@ def _install(handler) -> None:
         _restore.setdefault(number, previous)
 
 
-def plan(files: int, total_bytes: int) -> None:
-    """Add a target's files and bytes to what the display counts toward."""
+def plan(missing) -> None:
+    """Add a target's rows still to fetch (a frame of :mod:`.sources.rows`) to what the display counts toward."""
     if _display is not None:
-        _display.plan(_display.files + files, _display.total_bytes + total_bytes)
+        sizes = [int(size) if size.isdigit() else 0 for size in missing.size_bytes]
+        _display.plan(dict(zip(missing.file_id, sizes, strict=True)))
 
 
 def _on_signal(scheduler):

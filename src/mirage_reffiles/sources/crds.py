@@ -31,8 +31,11 @@ from typing import TextIO
 
 from mirage_reffiles.adapters.envfile import SERVERLESS_URL
 from mirage_reffiles.errors import FetchError, ServerUnreachable, UsageError, VerifyError
+from mirage_reffiles.sources import rows
 from mirage_reffiles.transfer.http import Expected, RetryPolicy, download
 from mirage_reffiles.transfer.partial import remove_partial
+from mirage_reffiles.transfer.progress import Progress
+from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.disk import exclusive, require_free_space, write_atomically
 
 OBSERVATORY = "jwst"
@@ -183,24 +186,26 @@ class Sha1Sink:
         self.sha1 = hashlib.sha1()
 
 
-def fetch_checked(url: str, final: Path, size: int, sha1sum: str, crds_path: Path,
-                  policy: RetryPolicy | None = None, log: TextIO | None = None) -> Path:  # fmt: skip
+def fetch_checked(url: str, final: Path, size: int, sha1sum: str, crds_path: Path, policy: RetryPolicy | None = None,
+                  log: TextIO | None = None, shown: bool = False) -> Path:  # fmt: skip
     """Download ``url`` to ``final``: resumable, and renamed into place only once its size and SHA-1 match.
 
     A file already at ``final`` is done (it took that name only after its checks).
+    With ``shown`` the download is on the run's live display, as a reference file's is.
     On a SHA-1 mismatch the bytes are deleted and :class:`VerifyError` raised.
     """
-    state = state_dir(crds_path)
-    with exclusive(state / "locks" / f"{final.name}.lock", final.name, log):
+    with exclusive(layout.lock_path(crds_path, final.name), final.name, log):
         if final.is_file():
             return final
-        partial = state / "partial" / f"{final.name}.part"
+        partial = layout.partial_download_path(crds_path, final.name, "")
         sink = Sha1Sink()
 
         def reserve(remaining: int) -> None:
             require_free_space(partial, remaining, final.name)
 
-        download(url, partial, sink, expected=Expected(size=size), policy=policy, reserve=reserve, log=log)
+        progress = Progress(final.name, stream=log) if shown else None
+        download(url, partial, sink, expected=Expected(size=size), policy=policy, reserve=reserve, log=log,
+                 progress=progress)  # fmt: skip
         if sink.sha1.hexdigest() != sha1sum.lower():
             remove_partial(partial)
             raise VerifyError(f"{url}: sha1 check failed: got {sink.sha1.hexdigest()}, the CRDS server says "
@@ -215,10 +220,10 @@ def fetch_reference(crds_path: Path, reference_url: str, name: str, instrument: 
     """Fetch one reference file into the cache, checked; once more from the start if its bytes were wrong."""
     final = reference_path(crds_path, instrument, name)
     try:
-        return fetch_checked(reference_url + name, final, size, sha1sum, crds_path, policy, log)
+        return fetch_checked(reference_url + name, final, size, sha1sum, crds_path, policy, log, shown=True)
     except VerifyError as error:
         print(f"{name}: {error}; fetching it once more from the start", file=log or sys.stderr, flush=True)
-        return fetch_checked(reference_url + name, final, size, sha1sum, crds_path, policy, log)
+        return fetch_checked(reference_url + name, final, size, sha1sum, crds_path, policy, log, shown=True)
 
 
 def fetch_reference_logged(log_path: str | Path, **request) -> Path:
@@ -346,43 +351,6 @@ def is_filled(crds_path: Path, context: str) -> bool:
     return config.is_file() and (Path(crds_path) / "mappings" / OBSERVATORY / context).is_file()
 
 
-def describe_plan(crds_path: Path, references: list[Reference], per_file: bool = False) -> str:
-    """How many reference files, how large, what is still to fetch (with ``per_file``, each of those).
-
-    >>> print(describe_plan(Path("/nowhere"), [Reference("jwst_fgs_gain_0001.fits", "fgs", 2_000_000, "0")], True))
-    crds: 1 reference files in /nowhere; 1 to fetch (2.0 MB)
-      fgs/jwst_fgs_gain_0001.fits  2.0 MB
-    """
-    missing = [ref for ref in references if not reference_path(crds_path, ref.instrument, ref.name).is_file()]
-    size = sum(ref.size for ref in missing)
-    lines = [f"crds: {len(references)} reference files in {crds_path}; {len(missing)} to fetch ({size / 1e6:.1f} MB)"]
-    if per_file:
-        lines += [f"  {ref.instrument}/{ref.name}  {ref.size / 1e6:.1f} MB" for ref in missing]
-    return "\n".join(lines)
-
-
-def status_table(crds_path: Path, references: list[Reference]) -> str:
-    """Files and bytes present and missing per instrument, as the ``status`` report shows MIRAGE_DATA's."""
-    rows = {}
-    for ref in references:
-        row = rows.setdefault(ref.instrument, [0, 0, 0, 0])
-        present = reference_path(crds_path, ref.instrument, ref.name).is_file()
-        row[0 if present else 2] += 1
-        row[1 if present else 3] += ref.size
-    header = f"{'instrument':<10} {'present':>8} {'GB_present':>11} {'missing':>8} {'GB_missing':>11}"
-    lines = [
-        f"{name:<10} {a:>8} {b / 1e9:>11.2f} {c:>8} {d / 1e9:>11.2f}" for name, (a, b, c, d) in sorted(rows.items())
-    ]
-    return "\n".join([f"CRDS references in {crds_path}:", header, *lines])
-
-
-def show(text: str, log: str | Path) -> None:
-    """Print a report and keep it in ``log``."""
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
-    Path(log).write_text(text + "\n")
-    print(text, flush=True)
-
-
 def plan_key(context: str, modes: list[dict[str, str]], types: Iterable[str]) -> str:
     """Names the plan of these choices: another context, mode or type is another plan."""
     text = json.dumps({"context": context, "modes": modes, "types": sorted(types)}, sort_keys=True)
@@ -417,6 +385,16 @@ def make_plan(crds_path: Path, server_url: str, context: str, modes: list[dict[s
         return plan
     fill_mappings(crds_path, server_url, context, policy, log)
     answers = best_references(crds_path, context, modes, types)
+    _refuse_differences(server_url, context, modes, types, answers)
+    reference_url, references = _references(server_url, context, modes, answers)
+    plan = {"context": context, "reference_url": reference_url, "modes": modes, "types": list(types),
+            "references": [vars(reference) for reference in references]}  # fmt: skip
+    write_atomically(path, json.dumps(plan, indent=1))
+    return reference_url, references
+
+
+def _references(server_url: str, context: str, modes: list[dict[str, str]], answers: list[dict]):
+    """``(reference_url, references)`` for the answers of each mode; :class:`UsageError` for a pair with none."""
     missing = [f"{describe(mode)}: {kind}: {name}" for mode, found in zip(modes, answers, strict=True)
                for kind, name in found.items() if name.upper().startswith(("NOT FOUND", "N/A"))]  # fmt: skip
     if missing:
@@ -433,10 +411,73 @@ def make_plan(crds_path: Path, server_url: str, context: str, modes: list[dict[s
     references = [Reference(name, instruments[name], info[name]["size"], info[name]["sha1sum"])
                   for name in sorted(instruments)]  # fmt: skip
     reference_url = rpc(server_url, "get_server_info")["reference_url"][OBSERVATORY]
-    plan = {"context": context, "reference_url": reference_url, "modes": modes, "types": list(types),
-            "references": [vars(reference) for reference in references]}  # fmt: skip
-    write_atomically(path, json.dumps(plan, indent=1))
     return reference_url, references
+
+
+def server_best_references(server_url: str, context: str, modes: list[dict[str, str]], types: Iterable[str]):
+    """For each mode, ``{type: reference name}`` as the server answers ``get_best_references``."""
+    today = datetime.date.today().isoformat()
+    answers = []
+    for mode in modes:
+        header = {"DATE-OBS": today, "TIME-OBS": "00:00:00", **mode}
+        found = rpc(server_url, "get_best_references", context, header, list(types))
+        if not isinstance(found, dict):
+            raise UsageError(f"the CRDS server {server_url} answered get_best_references with {type(found).__name__}")
+        answers.append({kind: str(found.get(kind, "NOT FOUND (no answer)")) for kind in types})
+    return answers
+
+
+def plan_from_server(server_url: str, context: str, modes: list[dict[str, str]], types: Iterable[str]):
+    """``(reference_url, references)`` as the server says, writing nothing: what a dry run shows.
+
+    A real run computes the choice itself (:func:`make_plan`) and refuses one that differs.
+    """
+    types = list(types)
+    return _references(server_url, context, modes, server_best_references(server_url, context, modes, types))
+
+
+def _refuse_differences(server_url, context, modes, types, answers) -> None:
+    """Refuse a local choice that differs from the server's (a dry run showed the server's)."""
+    theirs = server_best_references(server_url, context, modes, types)
+    differ = [f"{describe(mode)}: {kind}: {mine[kind]} here, {other.get(kind)} on the server"
+              for mode, mine, other in zip(modes, answers, theirs, strict=True)
+              for kind in mine if mine[kind] != other.get(kind)]  # fmt: skip
+    if differ:
+        listed = "\n  ".join(differ[:10])
+        raise UsageError(
+            f"crds chose other references for {context} than the CRDS server {server_url} does:\n  {listed}\n"
+            "the cache's mappings or the crds package differ from the server's; update crds, or pick the context"
+            " the server uses"
+        )
+
+
+#: The ``kind`` of a CRDS reference's row.
+REFERENCE_KIND = "crds_reference"
+
+
+def as_rows(crds_path: Path, reference_url: str, references: list[Reference]):
+    """A plan's references in the one shape of every source (see :mod:`.rows`): each kept as it is,
+    at the path crds reads it from, pinned by the server's size and SHA-1."""
+    return rows.frame(
+        {
+            "file_id": ref.name,
+            "source": "crds",
+            "root": str(crds_path),
+            "urls": reference_url + ref.name,
+            "path": ref.name,
+            "archive": "",
+            "destination": (destination := reference_path(Path(), ref.instrument, ref.name).as_posix()),
+            "lane": destination,
+            "size_bytes": str(ref.size),
+            "size_exact": "true",
+            "unpacked_bytes": str(ref.size),
+            "unpacked_exact": "true",
+            "sha1": ref.sha1sum.lower(),
+            "instrument": ref.instrument,
+            "kind": REFERENCE_KIND,
+        }
+        for ref in references
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import pandas as pd
 
 from mirage_reffiles.errors import TableError, UsageError, VerifyError
 from mirage_reffiles.sources.mirage import validate_rows
+from mirage_reffiles.sources.rows import frame, urls
 from mirage_reffiles.transfer.fetch import fetch_tarball, twice_on_bad_bytes
 from mirage_reffiles.transfer.http import RetryPolicy
 from mirage_reffiles.tree import layout
@@ -116,9 +117,10 @@ def _known_bytes(sizes: pd.Series) -> int:
     return int(pd.to_numeric(sizes, errors="coerce").fillna(0).sum())
 
 
-def grism_rows(table: pd.DataFrame, wanted: Mapping[str, str], base_url: str) -> pd.DataFrame:
-    """One row per instrument of ``wanted`` (instrument -> version, blank for the newest),
-    shaped like the reference table's rows, plus the archive's ``url``.
+def grism_rows(table: pd.DataFrame, wanted: Mapping[str, str], base_url: str, root: str | Path = "") -> pd.DataFrame:
+    """One row per instrument of ``wanted`` (instrument -> version, blank for the newest), in
+    the one shape of every source (see :mod:`.rows`): the archive at ``base_url``, into ``root``
+    (MIRAGE_DATA), its lane the instrument's grism folder.
 
     Sizes are estimates (``*_exact`` false unless every size is known): the
     download is the whole repository (every version), counted by its files'
@@ -133,6 +135,10 @@ def grism_rows(table: pd.DataFrame, wanted: Mapping[str, str], base_url: str) ->
         rows.append(
             {
                 "file_id": grism_file_id(instrument, version),
+                "source": "grism",
+                "root": str(root),
+                "urls": base_url + path,
+                "lane": layout.grism_folder(instrument),
                 "path": path,
                 "instrument": instrument,
                 "kind": GRISM_KIND,
@@ -148,11 +154,10 @@ def grism_rows(table: pd.DataFrame, wanted: Mapping[str, str], base_url: str) ->
                 "last_modified": "",
                 "sha256": "",
                 "destination": layout.grism_folder(instrument),
-                "url": base_url + path,
                 "version": version,
             }
         )
-    return pd.DataFrame(rows, dtype=str).set_index("file_id", drop=False)
+    return frame(rows)
 
 
 @dataclass
@@ -175,7 +180,7 @@ def grism_request(table: pd.DataFrame, row, mirage_data: Path, policy: RetryPoli
     files = table[(table.instrument == row.instrument) & (table.version == row.version)]
     repository, commit = files.repository.iloc[0], files.commit.iloc[0]
     return GrismRequest(
-        url=row.url,
+        url=urls(row)[0],
         mirage_data=Path(mirage_data),
         file_id=row.file_id,
         instrument=row.instrument,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from mirage_reffiles.errors import TableError
+from mirage_reffiles.sources import rows
 
 INSTRUMENTS = ("nircam", "niriss", "fgs")
 DARK_TYPES = {"linearized": ("linearized",), "raw": ("raw",), "both": ("raw", "linearized")}
@@ -159,8 +160,23 @@ def select(
     return narrow(select_group(table, group, name, allowed), options)
 
 
-def combine_rows(*frames: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the table and rows shaped like them (a grism folder's) as one frame indexed by
-    ``file_id``; a column one of them lacks is blank in its rows."""
-    frames = [frame for frame in frames if len(frame)] or list(frames[:1])
-    return pd.concat(frames).fillna("") if frames else pd.DataFrame()
+def as_rows(table: pd.DataFrame, root: str | Path, base_urls: Iterable[str]) -> pd.DataFrame:
+    """The table's rows in the one shape of every source (see :mod:`.rows`): into ``root``
+    (MIRAGE_DATA), from each of ``base_urls`` in order, each tarball limited to its kind's folder."""
+    from mirage_reffiles.tree.layout import TARBALL_FOLDERS
+
+    base_urls = list(base_urls)
+    lanes = [
+        TARBALL_FOLDERS[kind].format(instrument=instrument) if archive == "tar.gz" else destination
+        for kind, instrument, archive, destination in zip(
+            table.kind, table.instrument, table.archive, table.destination, strict=True
+        )
+    ]
+    return rows.frame(
+        table.assign(
+            source="mirage",
+            root=str(root),
+            urls=[" ".join(url + path for url in base_urls) for path in table.path],
+            lane=lanes,
+        )
+    )

@@ -92,8 +92,7 @@ def write_context(root: Path, context: str = "jwst_0001.pmap", reference_size: i
                       ("META.INSTRUMENT.DETECTOR",), ("META.OBSERVATION.DATE", "META.OBSERVATION.TIME"))  # fmt: skip
             rules = []
             for number, mode in enumerate(modes, start=1):
-                extension = "asdf" if kind == "distortion" else "fits"  # as CRDS names them
-                reference = f"jwst_{instrument}_{kind}_{int(serial) * 100 + number:04d}.{extension}"
+                reference = reference_name(context, instrument, kind, number)
                 made[reference] = instrument
                 (references / reference).write_bytes(_reference_bytes(reference, reference_size))
                 key = (mode.detector, mode.filter) if by_filter else (mode.detector,)
@@ -128,6 +127,24 @@ def write_context(root: Path, context: str = "jwst_0001.pmap", reference_size: i
     }
     (mappings / context).write_text(mapping_text(header, repr(imaps)))
     return made
+
+
+def reference_name(context: str, instrument: str, kind: str, number: int) -> str:
+    """The name :func:`write_context` gives the reference of ``kind`` for the ``number``-th mode of ``instrument``."""
+    serial = context.split("_")[-1].split(".")[0]
+    extension = "asdf" if kind == "distortion" else "fits"  # as CRDS names them
+    return f"jwst_{instrument}_{kind}_{int(serial) * 100 + number:04d}.{extension}"
+
+
+def best_reference(context: str, header: dict, kind: str) -> str:
+    """What the synthetic context's rules choose for ``header``: as crds computes from its mappings."""
+    instrument = str(header.get("INSTRUME", "")).lower()
+    modes = [mode for mode in MODES if mode.instrument == instrument]
+    by_filter = kind in FILTER_TYPES and instrument != "fgs"
+    for number, mode in enumerate(modes, start=1):
+        if header.get("DETECTOR") == mode.detector and (not by_filter or header.get("FILTER") == mode.filter):
+            return reference_name(context, instrument, kind, number)
+    return "NOT FOUND n/a"
 
 
 def _mapping_names(root: Path, context: str) -> list[str]:
@@ -190,6 +207,11 @@ class CrdsServer(MirrorServer):
             if not (self.root / MAPPING_DIR / str(context)).is_file():
                 raise LookupError(f"Unknown context {context!r}")
             return _mapping_names(self.root, context)
+        if method == "get_best_references":
+            context, header, kinds = params[0], params[1], params[2]
+            if not (self.root / MAPPING_DIR / str(context)).is_file():
+                raise LookupError(f"Unknown context {context!r}")
+            return {kind: best_reference(context, header, kind) for kind in kinds}
         if method == "get_file_info_map":
             names = params[1] if len(params) > 1 and params[1] is not None else self.all_files()
             fields = params[2] if len(params) > 2 and params[2] else ["size", "sha1sum"]

@@ -354,3 +354,17 @@ def fetch_logged(request: FetchRequest, log_path: str | Path, fetcher: Callable 
         except FetchError as error:
             print(f"{request.file_id}: {error}", file=log, flush=True)
             raise FetchError(f"{request.file_id}: {error}") from None
+
+
+def fetch_member(path: str | Path, fetches: list[tuple[Callable, object]], log_path: str | Path) -> Path:
+    """A file of an archive asked for by its path: each ``(fetcher, request)`` in turn (the archives
+    whose lane holds it) until it is in place; :class:`FetchError` when none of them holds it."""
+    for fetcher, request in fetches:
+        fetch_logged(request, log_path, fetcher)
+        if Path(path).is_file():
+            return Path(path)
+    names = ", ".join(request.file_id for _, request in fetches) or "none"
+    raise FetchError(
+        f"{path} is in no archive whose folder holds it ({names}): check the name (`ls` the folder; "
+        "`snakemake status` lists the targets)"
+    )

@@ -23,6 +23,7 @@ class Board:
         self._running: dict[int, Progress] = {}
         self.finished_bytes = 0  # bytes of downloads that finished in this process
         self.finished_files = 0
+        self._announced: dict[str, int] = {}  # label -> size the server announced, of finished downloads
 
     def add(self, progress: Progress) -> None:
         with self._lock:
@@ -33,6 +34,13 @@ class Board:
             if self._running.pop(id(progress), None) is not None and finished:
                 self.finished_files += 1
                 self.finished_bytes += progress.done
+                self._announced[progress.label] = progress.done
+
+    def announced(self) -> dict[str, int]:
+        """Each download's size as its server announced it (what it came to, once finished), by label."""
+        with self._lock:
+            running = {p.label: p.total for p in self._running.values() if p.total is not None}
+            return {**self._announced, **running}
 
     def running(self) -> list[Progress]:
         with self._lock:

@@ -129,7 +129,7 @@ def downloads_dir(mirage_data: str | Path) -> Path:
 
 def partial_download_path(mirage_data: str | Path, file_id: str, archive: str) -> Path:
     """The compressed bytes received so far, kept so a later run can resume."""
-    return downloads_dir(mirage_data) / f"{file_id}.{archive}.part"
+    return downloads_dir(mirage_data) / f"{file_id}{'.' + archive if archive else ''}.part"
 
 
 def staging_dir(mirage_data: str | Path, file_id: str) -> Path:
@@ -170,9 +170,9 @@ def tarball_member_destination(name: str) -> str | None:
     return str(PurePosixPath(*parts))
 
 
-def target_path(mirage_data: str | Path, row) -> Path:
-    """The file whose presence means a table row is done: the unpacked dark,
-    or for a tarball its record (written once every member is in place)."""
+def target_path(row) -> Path:
+    """The file whose presence means a row (of any source: see :mod:`.sources.rows`) is done: its
+    file, or for a tarball its record (written once every member is in place)."""
     if row.archive == "tar.gz":
-        return record_path(mirage_data, row.file_id)
-    return Path(mirage_data) / row.destination
+        return record_path(row.root, row.file_id)
+    return Path(row.root) / row.destination

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from mirage_reffiles.sources.rows import urls
 from mirage_reffiles.tree.disk import exclusive
 from mirage_reffiles.tree.layout import lock_path, record_path
 from mirage_reffiles.tree.records import Produced, Record, load_record, write_record
 from mirage_reffiles.unpack.content import head_of, is_fits
-from mirage_reffiles.unpack.hashing import crc32_of, sha256_of
+from mirage_reffiles.unpack.hashing import crc32_of, sha1_of, sha256_of
 
 #: What a row of the table can be on disk.
 STATUSES = ("ok", "damaged", "missing")
@@ -32,8 +33,24 @@ class Check:
     record_problem: str = ""  # what is wrong with the record itself, when that is the damage
 
 
-def check_file(mirage_data: Path, row, with_contents: bool = False) -> Check:
-    """Compare what a row produced with its record.
+def _check_kept(row, with_contents: bool) -> Check:
+    """A file kept as it is (a CRDS reference) against the row's own pins: its size, and with
+    ``with_contents`` its SHA-1. It took its name only once they matched, so it needs no record."""
+    path = Path(row.root) / row.destination
+    if not path.is_file():
+        return Check(row.file_id, "missing")
+    size = path.stat().st_size
+    if row.size_exact == "true" and size != int(row.size_bytes):
+        problem = f"{size} bytes, the server says {row.size_bytes}"
+    elif with_contents and row.sha1 and (sha1 := sha1_of(path)) != row.sha1:
+        problem = f"SHA-1 {sha1}, the server says {row.sha1}"
+    else:
+        return Check(row.file_id, "ok")
+    return Check(row.file_id, "damaged", f"{row.destination}: {problem}", (row.destination,))
+
+
+def check_file(row, with_contents: bool = False) -> Check:
+    """Compare what a row (of any source) produced with its record, in the row's tree.
 
     Sizes are always compared; with ``with_contents`` the recorded digest too
     (SHA-256, or CRC-32 for a file unpacked from a ``.gz``; reads every byte).
@@ -43,6 +60,9 @@ def check_file(mirage_data: Path, row, with_contents: bool = False) -> Check:
     listing the dark), or a dark on disk without its record, is damage: what
     is on disk cannot be checked.
     """
+    if not row.archive:
+        return _check_kept(row, with_contents)
+    mirage_data = Path(row.root)
     record, problem = load_record(mirage_data, row.file_id)
     is_dark = row.archive == "gz"
     if record is not None and is_dark and row.destination not in {item.path for item in record.files}:
@@ -70,9 +90,9 @@ def check_file(mirage_data: Path, row, with_contents: bool = False) -> Check:
     return Check(row.file_id, "damaged", detail, tuple(path for path, _ in problems))
 
 
-def check_tree(mirage_data: Path, table: pd.DataFrame, with_contents: bool = False) -> pd.DataFrame:
+def check_tree(rows: pd.DataFrame, with_contents: bool = False) -> pd.DataFrame:
     """One :func:`check_file` per row, as a frame indexed by ``file_id``."""
-    checks = [check_file(mirage_data, row, with_contents) for row in table.itertuples()]
+    checks = [check_file(row, with_contents) for row in rows.itertuples()]
     frame = pd.DataFrame([vars(check) for check in checks], columns=list(Check.__dataclass_fields__))
     return frame.set_index("file_id", drop=False)
 
@@ -109,7 +129,7 @@ class Repair:
     notes: list[str] = field(default_factory=list)  # one line per row repaired
 
 
-def clear_damaged(mirage_data: Path, table: pd.DataFrame, checks: pd.DataFrame, base_url: str = "") -> Repair:
+def clear_damaged(table: pd.DataFrame, checks: pd.DataFrame) -> Repair:
     """Remove the damaged files and their records, so a build fetches them again.
 
     A dark whose record is missing or cannot be used is checked against the
@@ -122,14 +142,15 @@ def clear_damaged(mirage_data: Path, table: pd.DataFrame, checks: pd.DataFrame, 
     repair = Repair()
     for check in checks[checks.status == "damaged"].itertuples():
         row = table.loc[check.file_id]
+        mirage_data = Path(row.root)
         with exclusive(lock_path(mirage_data, check.file_id), check.file_id):
-            if check.record_problem and check_file(mirage_data, row).status == "ok":
+            if check.record_problem and check_file(row).status == "ok":
                 continue  # another run fetched it meanwhile
             dark = mirage_data / row.destination if row.archive == "gz" else None
             if check.record_problem and dark is not None and dark.is_file():
                 if not (mismatch := matches_table(dark, row)):
                     produced = Produced(row.destination, dark.stat().st_size, crc32=crc32_of(dark))
-                    write_record(mirage_data, Record(row.file_id, base_url + row.path, 0, "", [produced]))
+                    write_record(mirage_data, Record(row.file_id, urls(row)[0], 0, "", [produced]))
                     repair.recorded.append(check.file_id)
                     repair.notes.append(f"RECORDED {check.file_id}: {row.destination} matches the table")
                     continue
@@ -142,7 +163,7 @@ def clear_damaged(mirage_data: Path, table: pd.DataFrame, checks: pd.DataFrame, 
     return repair
 
 
-def still_to_fetch(mirage_data: Path, table: pd.DataFrame, lists: Iterable[Path]) -> list[str]:
+def still_to_fetch(table: pd.DataFrame, lists: Iterable[Path]) -> list[str]:
     """The rows on ``lists`` (of earlier repairs: one ``file_id`` a line) that are still missing.
 
     A repair that fails before fetching all it removed leaves its list: what
@@ -150,7 +171,5 @@ def still_to_fetch(mirage_data: Path, table: pd.DataFrame, lists: Iterable[Path]
     """
     file_ids = dict.fromkeys(file_id for path in lists for file_id in path.read_text().split())
     return [
-        file_id
-        for file_id in file_ids
-        if file_id in table.index and check_file(mirage_data, table.loc[file_id]).status == "missing"
+        file_id for file_id in file_ids if file_id in table.index and check_file(table.loc[file_id]).status == "missing"
     ]

@@ -90,6 +90,12 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def sha1_of(path: Path) -> str:
+    """What a CRDS server pins a file by."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha1").hexdigest()
+
+
 def git_blob_sha1(path: Path) -> str:
     """The git blob SHA-1 of a file: ``sha1(b"blob <size>\\0" + bytes)``, what git names its contents by.
 
