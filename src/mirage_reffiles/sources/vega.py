@@ -29,10 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import pandas as pd
+
 from mirage_reffiles.errors import FetchError, UsageError, VerifyError
+from mirage_reffiles.sources import rows
 from mirage_reffiles.transfer.fetch import twice_on_bad_bytes
 from mirage_reffiles.transfer.http import RetryPolicy, download
 from mirage_reffiles.transfer.partial import remove_partial
+from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.disk import exclusive, require_free_space
 from mirage_reffiles.tree.records import Produced, Record, read_record, write_record
@@ -69,17 +73,54 @@ def require_astropy() -> None:
         )
 
 
+#: Estimated size of the spectrum.
+ESTIMATED_BYTES = 300_000
+
+
+def split_path(cache: str | Path) -> tuple[Path, str]:
+    """The root and the folder of a cache folder's path: its tree is the folder's parent."""
+    path = Path(cache).expanduser().absolute()
+    return path.parent, path.name
+
+
+def as_rows(url: str, cache: str | Path) -> pd.DataFrame:
+    """The spectrum as one row of the one shape (see :mod:`.rows`): a file from ``url`` kept in the
+    astropy cache folder ``cache`` (its lane), where astropy chooses its name: its target is its record."""
+    root, folder = split_path(cache)
+    return rows.frame(
+        [
+            {
+                "file_id": VEGA_FILE_ID,
+                "source": "vega",
+                "root": str(root),
+                "urls": url,
+                "lane": folder,
+                "kind": VEGA_KIND,
+                "size_bytes": str(ESTIMATED_BYTES),
+                "size_exact": "false",
+                "unpacked_bytes": str(ESTIMATED_BYTES),
+                "unpacked_exact": "false",
+            }
+        ]
+    )
+
+
+def request(row, policy: RetryPolicy | None = None) -> VegaRequest:
+    """The request that fetches ``row`` (of :func:`as_rows`)."""
+    return VegaRequest(rows.urls(row)[0], Path(row.root), row.lane, file_id=row.file_id, policy=policy or RetryPolicy())
+
+
 @dataclass
 class VegaRequest:
     """The Vega spectrum to fetch, as a build job asks for it: what :func:`fetch_vega` does."""
 
     url: str  # where the bytes come from
-    root: Path  # the folder that holds the cache folder; its bookkeeping is in root/.reffiles
+    mirage_data: Path  # the tree (the row's root) that holds the cache folder; its bookkeeping is in .reffiles/
     folder: str  # the cache folder under root: what ASTROPY_CACHE_DIR names
     key: str = MIRAGE_VEGA_URL  # the URL the cache files it under
     file_id: str = VEGA_FILE_ID
     policy: RetryPolicy = field(default_factory=RetryPolicy)
-    archive: str = "fits"  # names the partial download
+    archive: str = ""  # names the partial download (a file kept as it is)
 
 
 def check_spectrum(path: Path, url: str) -> None:
@@ -133,7 +174,7 @@ def fetch_vega(request: VegaRequest, log: TextIO | None = None) -> Path:
     cache (a bad one is discarded and fetched once more from the start),
     and recorded last with the cache's files for the entry.
     """
-    root = Path(request.root).absolute()
+    root = Path(request.mirage_data).absolute()
     cache = root / request.folder
     partial = layout.partial_download_path(root, request.file_id, request.archive)
 
@@ -147,7 +188,7 @@ def fetch_vega(request: VegaRequest, log: TextIO | None = None) -> Path:
                 require_free_space(partial, 2 * rest, request.file_id)
 
             size, sha256 = download(request.url, partial, ArchiveSink(partial), policy=request.policy, log=log,
-                                    reserve=reserve)  # fmt: skip
+                                    reserve=reserve, progress=Progress(request.file_id, stream=log))  # fmt: skip
             try:
                 check_spectrum(partial, request.url)
             except VerifyError:

@@ -32,10 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
+import pandas as pd
+
 from mirage_reffiles.errors import Outdated, VerifyError
+from mirage_reffiles.sources import rows
 from mirage_reffiles.transfer.fetch import fetch_tarball, twice_on_bad_bytes
 from mirage_reffiles.transfer.http import RetryPolicy
-from mirage_reffiles.tree.records import Produced
+from mirage_reffiles.tree.records import Produced, read_record
 from mirage_reffiles.unpack.tar import Lane
 
 #: webbpsf's data, newest release (the link webbpsf's own docs and its download code use).
@@ -138,12 +141,44 @@ def check_version(text: str, reader: Reader | None, url: str) -> str:
     return version
 
 
+#: Estimated sizes of the data, download and unpacked (STScI's docs give about 70 MB for the tarball).
+ESTIMATED_BYTES = (70_000_000, 140_000_000)
+
+
+def as_rows(url: str, webbpsf_path: str | Path) -> pd.DataFrame:
+    """The data as one row of the one shape (see :mod:`.rows`): a tarball from ``url`` whose lane is the
+    data folder ``webbpsf_path``, its tree that folder's parent. Its sizes are estimates."""
+    root, folder = split_path(webbpsf_path)
+    return rows.frame(
+        [
+            {
+                "file_id": WEBBPSF_FILE_ID,
+                "source": "webbpsf",
+                "root": str(root),
+                "urls": url,
+                "archive": "tar.gz",
+                "lane": folder,
+                "kind": WEBBPSF_KIND,
+                "size_bytes": str(ESTIMATED_BYTES[0]),
+                "size_exact": "false",
+                "unpacked_bytes": str(ESTIMATED_BYTES[1]),
+                "unpacked_exact": "false",
+            }
+        ]
+    )
+
+
+def request(row, reader: Reader | None, policy: RetryPolicy | None = None) -> WebbpsfRequest:
+    """The request that fetches ``row`` (of :func:`as_rows`), checked against ``reader``'s minimum."""
+    return WebbpsfRequest(rows.urls(row)[0], Path(row.root), row.lane, row.file_id, reader, policy or RetryPolicy())
+
+
 @dataclass
 class WebbpsfRequest:
     """WebbPSF's data to fetch, as a build job asks for it: what :func:`fetch_webbpsf` does."""
 
     url: str
-    root: Path  # the folder that holds the data folder; its bookkeeping is in root/.reffiles
+    mirage_data: Path  # the tree (the row's root) that holds the data folder; its bookkeeping is in .reffiles/
     folder: str  # the data folder under root: what WEBBPSF_PATH names
     file_id: str = WEBBPSF_FILE_ID
     reader: Reader | None = None  # the installed package whose minimum the data must meet
@@ -198,7 +233,7 @@ def fetch_webbpsf(request: WebbpsfRequest, log: TextIO | None = None) -> Path:
     def once() -> Path:
         return fetch_tarball(
             request.url,
-            request.root,
+            request.mirage_data,
             request.file_id,
             policy=request.policy,
             lane=Lane(PurePosixPath(request.folder), WEBBPSF_KIND),
@@ -207,4 +242,7 @@ def fetch_webbpsf(request: WebbpsfRequest, log: TextIO | None = None) -> Path:
             log=log,
         )
 
-    return twice_on_bad_bytes(once, request.file_id, log)
+    record = twice_on_bad_bytes(once, request.file_id, log)
+    version = read_record(request.mirage_data, request.file_id).version
+    print(f"{request.file_id}: WebbPSF data version {version} in {request.mirage_data / request.folder}", file=log)
+    return record

@@ -170,9 +170,14 @@ def tarball_member_destination(name: str) -> str | None:
     return str(PurePosixPath(*parts))
 
 
+def is_recorded_target(row) -> bool:
+    """Whether a row's target is its record: a tarball's, or a file whose name its tool chooses (astropy's cache)."""
+    return row.archive == "tar.gz" or not row.destination
+
+
 def target_path(row) -> Path:
     """The file whose presence means a row (of any source: see :mod:`.sources.rows`) is done: its
-    file, or for a tarball its record (written once every member is in place)."""
-    if row.archive == "tar.gz":
+    file, or its record when that is its target (written once every file is in place)."""
+    if is_recorded_target(row):
         return record_path(row.root, row.file_id)
     return Path(row.root) / row.destination
