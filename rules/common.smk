@@ -134,6 +134,8 @@ def get_group_input(name):
             if name not in ANNOUNCED:
                 ANNOUNCED.add(name)
                 clear_unusable_records(selection)
+                for line in CATALOG.clear_outdated(selection, workflow.dryrun):
+                    print(line, flush=True)
                 plan = make_plan(name, selection, config["keep_archives"])
                 print(plan.describe(per_file=workflow.dryrun), flush=True)
                 if not workflow.dryrun and len(plan.missing):

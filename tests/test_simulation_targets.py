@@ -16,6 +16,7 @@ from mirage_reffiles.testing.crds_server import serve_crds, write_context
 from mirage_reffiles.testing.grism import build_grism_mirror
 from mirage_reffiles.testing.server import Fault, serve
 from mirage_reffiles.testing.simulation import VEGA_PATH, WEBBPSF_PATH, build_simulation_mirror, write_webbpsf_tarball
+from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.records import read_record
 
 CONTEXT = "jwst_0001.pmap"
@@ -111,6 +112,17 @@ def test_data_below_the_installed_minimum_is_refused_before_anything_takes_its_p
     assert read_record(run.mirage_data, webbpsf.WEBBPSF_FILE_ID) is None
 
 
+def test_data_made_outdated_by_an_upgrade_of_webbpsf_is_fetched_again(run, site):
+    run("webbpsf")
+    record = layout.record_path(run.mirage_data, webbpsf.WEBBPSF_FILE_ID)
+    record.write_text(record.read_text().replace('"version": "1.5.0"', '"version": "1.4.0"'))  # as if built earlier
+    site.requests.clear()
+    result = run("webbpsf")
+    assert "WebbPSF data version 1.4.0" in result.stdout and "to be fetched again" in result.stdout
+    assert [r.path for r in site.gets()] == [WEBBPSF_PATH]
+    assert read_record(run.mirage_data, webbpsf.WEBBPSF_FILE_ID).version == "1.5.0"
+
+
 def test_a_dropped_download_of_the_data_resumes(run, site):
     size = (site.root / WEBBPSF_PATH).stat().st_size
     site.faults[WEBBPSF_PATH] = Fault(drop_after=size // 2)
@@ -177,3 +189,15 @@ def test_one_target_fills_everything_a_simulation_reads_and_a_second_run_asks_no
         server.shutdown()
     spectrum = in_fresh_shell(mirage_data / "mirage_env.sh", FROM_VEGA, tmp_path / "home")
     assert spectrum.returncode == 0, spectrum.stderr[-2000:]
+
+
+def test_the_command_and_download_reffiles_take_both_sources(tmp_path, server, site):
+    command = ["mirage-reffiles", str(tmp_path), "--instrument", "fgs", "--skip-darks", "--base-url", server.url,
+               "--webbpsf", "--vega", "--config", f"webbpsf_url={site.url}{WEBBPSF_PATH}",
+               "--config", f"vega_url={site.url}{VEGA_PATH}"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mirage_data = tmp_path / "mirage_data"
+    assert f"export WEBBPSF_PATH={mirage_data / 'webbpsf-data'}" in result.stdout
+    assert f"export ASTROPY_CACHE_DIR={mirage_data / 'astropy-cache'}" in result.stdout
+    assert sorted(r.path for r in site.gets()) == sorted([VEGA_PATH, WEBBPSF_PATH])

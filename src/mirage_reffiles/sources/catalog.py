@@ -195,6 +195,17 @@ class Catalog:
         if (missing.source == "vega").any():
             vega.require_astropy()
 
+    def clear_outdated(self, selection: pd.DataFrame, dry_run: bool) -> list[str]:
+        """Remove the record of WebbPSF's data among ``selection`` when the installed webbpsf needs newer
+        data, so that it is fetched again (a dry run only says so); returns what was done, a line each."""
+        lines = []
+        for row in selection[selection.source == "webbpsf"].itertuples():
+            if why := webbpsf.outdated(row, self.webbpsf_reader):
+                if not dry_run:
+                    layout.record_path(row.root, row.file_id).unlink(missing_ok=True)
+                lines.append(f"{why}: {'would be' if dry_run else 'to be'} fetched again")
+        return lines
+
     def simulation_environment(self) -> dict[str, str]:
         """The variables that point a simulation at WebbPSF's data and the Vega spectrum's cache,
         for those of them that are in place (recorded)."""

@@ -173,6 +173,23 @@ def request(row, reader: Reader | None, policy: RetryPolicy | None = None) -> We
     return WebbpsfRequest(rows.urls(row)[0], Path(row.root), row.lane, row.file_id, reader, policy or RetryPolicy())
 
 
+def outdated(row, reader: Reader | None) -> str:
+    """Why the data ``row`` put in place must be fetched again: its recorded version is older than the
+    installed ``reader`` accepts (webbpsf was upgraded since); blank when it need not."""
+    record = read_record(Path(row.root), row.file_id)
+    if reader is None or record is None or not record.version:
+        return ""
+    try:
+        if parse_version(record.version) >= reader.data_version_min:
+            return ""
+    except ValueError:
+        pass
+    return (
+        f"WebbPSF data version {record.version} in {Path(row.root) / row.lane} is older than the installed "
+        f"{reader.package} {reader.version} accepts ({reader.minimum})"
+    )
+
+
 @dataclass
 class WebbpsfRequest:
     """WebbPSF's data to fetch, as a build job asks for it: what :func:`fetch_webbpsf` does."""
