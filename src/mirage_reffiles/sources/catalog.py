@@ -87,7 +87,7 @@ class Catalog:
                 config["webbpsf_path"] or Path(mirage_data) / webbpsf.DEFAULT_FOLDER,
             ),
             vega.as_rows(
-                as_url(config["vega_url"] or vega.MIRAGE_VEGA_URL),
+                as_url(config["vega_url"] or vega.default_url()),
                 config["astropy_cache"] or Path(mirage_data) / vega.DEFAULT_CACHE,
             ),
         )

@@ -46,6 +46,9 @@ from mirage_reffiles.unpack.hashing import sha256_of
 
 #: The spectrum Mirage normalises with (mirage/utils/constants.py: VEGA_SPECTRUM): the cache's key.
 MIRAGE_VEGA_URL = "http://ssb.stsci.edu/cdbs/calspec/alpha_lyr_stis_010.fits"
+#: The environment variable a site sets to serve the spectrum itself (when vega_url is blank).
+URL_VARIABLE = "MIRAGE_REFFILES_VEGA_URL"
+
 #: The row's id: names its record, log and partial download.
 VEGA_FILE_ID = "vega"
 #: The ``kind`` of its row.
@@ -56,6 +59,12 @@ DEFAULT_CACHE = "astropy-cache"
 CACHE_VARIABLE = "ASTROPY_CACHE_DIR"
 #: The oldest astropy that reads CACHE_VARIABLE.
 ASTROPY_MIN = (8, 0)
+
+
+def default_url() -> str:
+    """Where the spectrum comes from when ``vega_url`` is blank: ``$MIRAGE_REFFILES_VEGA_URL`` if set
+    (a site's copy), else Mirage's URL."""
+    return os.environ.get(URL_VARIABLE) or MIRAGE_VEGA_URL
 
 
 def require_astropy() -> None:

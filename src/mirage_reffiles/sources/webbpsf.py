@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import importlib.machinery
 import importlib.metadata
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ from mirage_reffiles.unpack.tar import Lane
 WEBBPSF_LATEST_URL = "https://stsci.box.com/shared/static/qxpiaxsjwo15ml6m4pkhtk36c9jgj70k.gz"
 #: stpsf's data, newest release (stpsf's ``auto_download_stpsf_data``).
 STPSF_LATEST_URL = "https://stsci.box.com/shared/static/kqfolg2bfzqc4mjkgmujo06d3iaymahv.gz"
+
+#: The environment variable a site sets to serve the data tarball itself (when webbpsf_url is blank).
+URL_VARIABLE = "MIRAGE_REFFILES_WEBBPSF_URL"
 
 #: The row's id: names its record, log and partial download.
 WEBBPSF_FILE_ID = "webbpsf_data"
@@ -104,9 +108,9 @@ def installed_reader(path: Sequence[str] | None = None) -> Reader | None:
 
 
 def default_url(reader: Reader | None) -> str:
-    """The tarball to fetch when ``webbpsf_url`` is blank: the newest data of the package that reads it
-    (webbpsf's when neither is installed)."""
-    return reader.latest_url if reader else WEBBPSF_LATEST_URL
+    """The tarball to fetch when ``webbpsf_url`` is blank: ``$MIRAGE_REFFILES_WEBBPSF_URL`` if set (a
+    site's copy), else the newest data of the package that reads it (webbpsf's when neither is installed)."""
+    return os.environ.get(URL_VARIABLE) or (reader.latest_url if reader else WEBBPSF_LATEST_URL)
 
 
 def parse_version(text: str) -> tuple[int, ...]:
