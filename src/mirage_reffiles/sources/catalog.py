@@ -140,7 +140,7 @@ class Catalog:
         context = self.config["crds_context"]
         if not context:
             raise UsageError(
-                f"the crds and {SIMULATION} targets need a pinned context: set crds_context (e.g. --config"
+                f"the crds target (like {SIMULATION}) needs a pinned context: set crds_context (e.g. --config"
                 " crds_context=jwst_1322.pmap; https://jwst-crds.stsci.edu lists them)"
             )
         return self.crds_path, context, self.crds_modes(), self.config["crds_types"]
