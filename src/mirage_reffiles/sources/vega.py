@@ -23,6 +23,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ def require_astropy() -> None:
             "here; install it where the build runs (pip install 'mirage-reffiles[simulation]')"
         )
     version = importlib.metadata.version("astropy")
-    if tuple(int(part) for part in version.split(".")[:2] if part.isdigit()) < ASTROPY_MIN:
+    if tuple(int(re.match(r"\d*", part).group() or 0) for part in version.split(".")[:2]) < ASTROPY_MIN:
         raise UsageError(
             f"astropy {version} reads its cache only from ~/.astropy/cache or $XDG_CACHE_HOME/astropy, "
             f"not from ${CACHE_VARIABLE}; install astropy 8 or later (pip install 'astropy>=8')"
@@ -86,16 +87,10 @@ def require_astropy() -> None:
 ESTIMATED_BYTES = 300_000
 
 
-def split_path(cache: str | Path) -> tuple[Path, str]:
-    """The root and the folder of a cache folder's path: its tree is the folder's parent."""
-    path = Path(cache).expanduser().absolute()
-    return path.parent, path.name
-
-
 def as_rows(url: str, cache: str | Path) -> pd.DataFrame:
     """The spectrum as one row of the one shape (see :mod:`.rows`): a file from ``url`` kept in the
     astropy cache folder ``cache`` (its lane), where astropy chooses its name: its target is its record."""
-    root, folder = split_path(cache)
+    root, folder = layout.split_folder(cache)
     return rows.frame(
         [
             {

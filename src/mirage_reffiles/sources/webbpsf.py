@@ -39,6 +39,7 @@ from mirage_reffiles.errors import Outdated, VerifyError
 from mirage_reffiles.sources import rows
 from mirage_reffiles.transfer.fetch import fetch_tarball, twice_on_bad_bytes
 from mirage_reffiles.transfer.http import RetryPolicy
+from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.records import Produced, read_record
 from mirage_reffiles.unpack.tar import Lane
 
@@ -152,7 +153,7 @@ ESTIMATED_BYTES = (70_000_000, 140_000_000)
 def as_rows(url: str, webbpsf_path: str | Path) -> pd.DataFrame:
     """The data as one row of the one shape (see :mod:`.rows`): a tarball from ``url`` whose lane is the
     data folder ``webbpsf_path``, its tree that folder's parent. Its sizes are estimates."""
-    root, folder = split_path(webbpsf_path)
+    root, folder = layout.split_folder(webbpsf_path)
     return rows.frame(
         [
             {
@@ -205,16 +206,6 @@ class WebbpsfRequest:
     reader: Reader | None = None  # the installed package whose minimum the data must meet
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     archive: str = "tar.gz"  # names the partial download
-
-
-def split_path(webbpsf_path: str | Path) -> tuple[Path, str]:
-    """The root and the folder of a data folder's path: the tarball's tree is its parent.
-
-    >>> split_path("/data/mirage_data/webbpsf-data")
-    (PosixPath('/data/mirage_data'), 'webbpsf-data')
-    """
-    path = Path(webbpsf_path).expanduser().absolute()
-    return path.parent, path.name
 
 
 def _renamer(folder: str):

@@ -117,6 +117,17 @@ def grism_folder(instrument: str) -> str:
     return GRISM_FOLDER.format(instrument=instrument, INSTRUMENT=instrument.upper())
 
 
+def split_folder(folder: str | Path) -> tuple[Path, str]:
+    """A folder a source fills (WebbPSF's data, an astropy cache) as its tree, the folder above it,
+    and its name there, its lane.
+
+    >>> split_folder("/data/mirage_data/webbpsf-data")
+    (PosixPath('/data/mirage_data'), 'webbpsf-data')
+    """
+    path = Path(folder).expanduser().absolute()
+    return path.parent, path.name
+
+
 def record_path(mirage_data: str | Path, file_id: str) -> Path:
     """The JSON record of a fetched file; for a tarball, its completion record."""
     return Path(mirage_data) / STATE_DIR / "records" / f"{file_id}.json"
