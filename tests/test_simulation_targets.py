@@ -86,17 +86,21 @@ def test_webbpsf_and_vega_are_read_with_only_the_env_file(run, site, tmp_path):
     assert float(spectrum.stdout.splitlines()[-1]) == pytest.approx(vega_flux_served(site))
     assert not (tmp_path / "home" / "data").exists()  # webbpsf fetched nothing of its own
 
-    # Both are in the reports, and a damaged file is found and fetched again.
-    assert "webbpsf" in run("status").stdout
+    # Both are in the reports, and a damaged file of each is found and fetched again.
+    status = run("status").stdout
+    assert "webbpsf" in status and "vega" in status
     (folder / "NIRCam/filters/F200W_throughput.fits").write_bytes(b"SIMPLE  = T")
+    (cached := next((run.mirage_data / "astropy-cache").rglob("contents"))).write_bytes(b"junk")
     damaged = run("verify", check=False)
-    assert damaged.returncode != 0 and "DAMAGED webbpsf_data" in damaged.stdout + damaged.stderr
+    report = damaged.stdout + damaged.stderr
+    assert damaged.returncode != 0 and "DAMAGED webbpsf_data" in report and "DAMAGED vega" in report
     site.requests.clear()
     run("repair")
     assert (folder / "NIRCam/filters/F200W_throughput.fits").read_bytes() == site.files["webbpsf"][
         "NIRCam/filters/F200W_throughput.fits"
     ]
-    assert [r.path for r in site.gets()] == [WEBBPSF_PATH]
+    assert cached.read_bytes() == site.files["vega"]
+    assert sorted(r.path for r in site.gets()) == sorted([VEGA_PATH, WEBBPSF_PATH])
     run("verify")
 
 
