@@ -203,7 +203,7 @@ def fetch_request(row, archive="", download_only=False):
         policy=retry_policy(config),
         kind=row.kind,
         instrument=row.instrument,
-        reserved=frozenset(DARKS.destination),
+        claimed=dict(zip(DARKS.destination, DARKS.file_id)),
         mirrors=() if archive else tuple(sources[1:]),
         connections=get_connection_cap(download_only),
         segment_size=int(config["segment_mb"] * 2**20),

@@ -260,10 +260,11 @@ def test_an_unusable_record_another_run_holds_is_left(tmp_path):
 
 def test_a_dark_is_checked_against_the_table(tmp_path, table):
     row = table.loc[DARKS[0]].copy()
+    row["root"] = str(tmp_path)
     path = tmp_path / row.destination
     path.parent.mkdir(parents=True)
     path.write_bytes(FITS_MAGIC + bytes(91))
-    assert check_file(tmp_path, row).status == "damaged"  # there, and nothing records it
+    assert check_file(row).status == "damaged"  # there, and nothing records it
     row[["unpacked_bytes", "unpacked_exact"]] = ["100", "true"]
     assert matches_table(path, row) == ""
     row["unpacked_bytes"] = "101"
@@ -272,4 +273,4 @@ def test_a_dark_is_checked_against_the_table(tmp_path, table):
     path.write_bytes(b"\x1f\x8b" + bytes(98))
     assert matches_table(path, row) == "not a FITS file"
     path.unlink()
-    assert check_file(tmp_path, row).status == "missing"
+    assert check_file(row).status == "missing"

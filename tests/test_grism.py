@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import tarfile
 
 import pandas as pd
 import pytest
@@ -19,10 +20,12 @@ from mirage_reffiles.testing.grism import (
     archive_path,
     blob_sha1,
     build_grism_mirror,
+    commit_of,
     tamper,
     write_archive,
 )
 from mirage_reffiles.testing.server import Fault, serve
+from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.layout import grism_folder
 from mirage_reffiles.unpack.hashing import git_blob_sha1
 
@@ -89,7 +92,8 @@ def test_shipped_table_rows_preview_the_newest_folder():
     rows = grism_rows(table, {"nircam": "", "niriss": "V1"}, "https://github.com/")
     nircam = rows.loc["nircam_grism_V9"]
     assert (
-        nircam.url == "https://github.com/npirzkal/GRISM_NIRCAM/archive/231a434e663486ac82b114a8c2a5eb501a23009c.tar.gz"
+        nircam.urls
+        == "https://github.com/npirzkal/GRISM_NIRCAM/archive/231a434e663486ac82b114a8c2a5eb501a23009c.tar.gz"
     )
     v9 = table[(table.instrument == "nircam") & (table.version == "V9")]
     assert int(nircam.unpacked_bytes) == sum(int(size) for size in v9.size_bytes if size)
@@ -225,6 +229,25 @@ def test_an_unsafe_member_refuses_the_archive(run, grism_mirror):
     log = (run.mirage_data / f".reffiles/logs/niriss_grism_{newest('niriss')}.log").read_text()
     assert "unsafe member" in log and "'..'" in log
     assert not (run.mirage_data / "niriss").exists() and not list(run.mirage_data.parent.rglob("escaped.conf"))
+
+
+def test_a_link_in_the_version_folder_and_a_file_written_through_it_are_a_short_refusal(run, github, grism_mirror):
+    root, _, contents = grism_mirror
+    folders = {name: dict(files) for name, files in contents["niriss"].items()}
+    link = tarfile.TarInfo("sub")
+    link.type, link.linkname = tarfile.SYMTYPE, "../.."  # from current/ to niriss/, inside the staging folder
+    folders[newest("niriss")] |= {"sub": link, "sub/escaped.conf": b"outside current/\n"}
+    write_archive(root, REPOSITORIES["niriss"][0], folders)
+    file_id = f"niriss_grism_{newest('niriss')}"
+    member = f"GRISM_NIRISS-{commit_of(REPOSITORIES['niriss'][0])}/{newest('niriss')}/sub"
+    for _ in range(2):  # the archive is not kept: each run asks once more, and says the same
+        result = run("niriss_grism", check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        log = (run.mirage_data / f".reffiles/logs/{file_id}.log").read_text()
+        assert f"unsafe member {member!r} refused: a link" in log
+        assert not (run.mirage_data / "niriss").exists() and not list(run.mirage_data.parent.rglob("escaped.conf"))
+        assert not layout.partial_download_path(run.mirage_data, file_id, "tar.gz").exists()
+    assert len(github.gets()) == 4  # fetched once more from the start in each run
 
 
 def test_verify_finds_a_damaged_grism_file_and_repair_fetches_the_folder_again(run, github, grism_mirror):

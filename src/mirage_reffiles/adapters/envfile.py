@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from mirage_reffiles.tree.disk import write_atomically
+from mirage_reffiles.tree.door import Lane, writable
 from mirage_reffiles.tree.layout import ENV_FILE
 
 #: A CRDS server URL with the word "serverless": crds attempts no network at all.
@@ -80,7 +81,7 @@ def write_env_file(mirage_data: Path, environment: dict[str, str]) -> Path:
     A file that already says the same is left alone, so a build over a
     complete tree (perhaps mounted read-only) writes nothing.
     """
-    path = mirage_data / ENV_FILE
+    path = writable(mirage_data, ENV_FILE, Lane(own=()))
     offline = environment.get("CRDS_SERVER_URL") == SERVERLESS_URL
     lines = ["# Source this file to point Mirage at these reference files.\n"]
     if offline:

@@ -37,6 +37,7 @@ from mirage_reffiles.transfer.partial import remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.disk import exclusive, require_free_space, write_atomically
+from mirage_reffiles.tree.door import BOOKKEEPING, Lane, is_plain_name, open_file, writable
 
 OBSERVATORY = "jwst"
 #: Mirage's reference types (mirage/utils/constants.py: CRDS_FILE_TYPES).
@@ -194,10 +195,11 @@ def fetch_checked(url: str, final: Path, size: int, sha1sum: str, crds_path: Pat
     With ``shown`` the download is on the run's live display, as a reference file's is.
     On a SHA-1 mismatch the bytes are deleted and :class:`VerifyError` raised.
     """
+    final = writable(crds_path, final, Lane())
     with exclusive(layout.lock_path(crds_path, final.name), final.name, log):
         if final.is_file():
             return final
-        partial = layout.partial_download_path(crds_path, final.name, "")
+        partial = writable(crds_path, layout.partial_download_path(crds_path, final.name, ""), BOOKKEEPING)
         sink = Sha1Sink()
 
         def reserve(remaining: int) -> None:
@@ -229,7 +231,7 @@ def fetch_reference(crds_path: Path, reference_url: str, name: str, instrument: 
 def fetch_reference_logged(log_path: str | Path, **request) -> Path:
     """:func:`fetch_reference` for a build job, its messages and any failure in ``log_path``."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", buffering=1) as log:
+    with open_file(Path(log_path), "w", buffering=1) as log:
         try:
             return fetch_reference(log=log, **request)
         except FetchError as error:
@@ -263,6 +265,7 @@ def fill_mappings(crds_path: Path, server_url: str, context: str, policy: RetryP
     if not names or context not in names:
         raise UsageError(f"the CRDS server {server_url} has no context {context!r}; pick one it has"
                          " (https://jwst-crds.stsci.edu lists them) as crds_context")  # fmt: skip
+    _require_plain_names(server_url, "get_mapping_names", names)
     info = file_info(server_url, names)
     mapping_url = rpc(server_url, "get_server_info")["mapping_url"][OBSERVATORY]
     folder = Path(crds_path) / "mappings" / OBSERVATORY
@@ -274,9 +277,18 @@ def fill_mappings(crds_path: Path, server_url: str, context: str, policy: RetryP
     with ThreadPoolExecutor(MAPPING_DOWNLOADS) as pool:
         list(pool.map(fetch_one, names))
     config = Path(crds_path) / "config" / OBSERVATORY
-    write_atomically(config / "ref_cache_subdir_mode", "instrument\n")
-    write_atomically(config / "server_config", server_config(context))
+    write_atomically(writable(crds_path, config / "ref_cache_subdir_mode", Lane()), "instrument\n")
+    write_atomically(writable(crds_path, config / "server_config", Lane()), server_config(context))
     return names
+
+
+def _require_plain_names(server_url: str, method: str, names: list) -> None:
+    """Refuse an answer naming a file by anything but a plain file name: a name from a server is never a path."""
+    if bad := [name for name in names if not (isinstance(name, str) and is_plain_name(name))]:
+        raise UsageError(
+            f"the CRDS server {server_url} answered {method} with {bad[0]!r}, which is not a file name"
+            " (letters, digits, '_', '.', '-'); nothing was written: check crds_server_url"
+        )
 
 
 # --- Best references, computed by crds with no server ----------------------------------
@@ -389,7 +401,7 @@ def make_plan(crds_path: Path, server_url: str, context: str, modes: list[dict[s
     reference_url, references = _references(server_url, context, modes, answers)
     plan = {"context": context, "reference_url": reference_url, "modes": modes, "types": list(types),
             "references": [vars(reference) for reference in references]}  # fmt: skip
-    write_atomically(path, json.dumps(plan, indent=1))
+    write_atomically(writable(crds_path, path, BOOKKEEPING), json.dumps(plan, indent=1))
     return reference_url, references
 
 
@@ -407,6 +419,7 @@ def _references(server_url: str, context: str, modes: list[dict[str, str]], answ
     for mode, found in zip(modes, answers, strict=True):
         for name in found.values():
             instruments[name] = mode["INSTRUME"].lower()
+    _require_plain_names(server_url, "best references", list(instruments))
     info = file_info(server_url, sorted(instruments))
     references = [Reference(name, instruments[name], info[name]["size"], info[name]["sha1sum"])
                   for name in sorted(instruments)]  # fmt: skip

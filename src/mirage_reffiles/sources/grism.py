@@ -32,9 +32,9 @@ from mirage_reffiles.transfer.fetch import fetch_tarball, twice_on_bad_bytes
 from mirage_reffiles.transfer.http import RetryPolicy
 from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.disk import exclusive
+from mirage_reffiles.tree.door import Lane, writable
 from mirage_reffiles.tree.records import Produced, read_record
 from mirage_reffiles.unpack.hashing import git_blob_sha1
-from mirage_reffiles.unpack.tar import Lane
 
 #: The ``kind`` of a grism folder's row: not a kind of the reference table.
 GRISM_KIND = "grism"
@@ -215,6 +215,11 @@ def _other_versions(request: GrismRequest) -> list[str]:
     )
 
 
+def _lane(instrument: str) -> Lane:
+    """Where a grism archive may write: the instrument's current/ folder."""
+    return Lane(PurePosixPath(layout.grism_folder(instrument)), GRISM_KIND)
+
+
 def _acceptor(request: GrismRequest):
     """Checks the staged version folder against the table, then clears what it replaces.
 
@@ -224,7 +229,8 @@ def _acceptor(request: GrismRequest):
     that this version does not overwrite are removed, and that record too:
     current/ then holds exactly this version.
     """
-    folder = PurePosixPath(layout.grism_folder(request.instrument))
+    lane = _lane(request.instrument)
+    folder = lane.folder
 
     def accept(staging: Path, files: list[Produced]) -> None:
         got = {PurePosixPath(item.path).relative_to(folder).as_posix() for item in files}
@@ -244,7 +250,7 @@ def _acceptor(request: GrismRequest):
             record = read_record(request.mirage_data, other)
             for item in record.files if record else []:
                 if item.path not in keep and PurePosixPath(item.path).is_relative_to(folder):
-                    (request.mirage_data / item.path).unlink(missing_ok=True)
+                    writable(request.mirage_data, item.path, lane).unlink(missing_ok=True)  # through no link
             layout.record_path(request.mirage_data, other).unlink(missing_ok=True)
 
     return accept
@@ -261,7 +267,7 @@ def fetch_grism(request: GrismRequest, log: TextIO | None = None) -> Path:
     of the instrument's folder as well as its own, so two runs asking for two
     versions take turns. Returns the record's path.
     """
-    lane = Lane(PurePosixPath(layout.grism_folder(request.instrument)), GRISM_KIND)
+    lane = _lane(request.instrument)
     folder_lock = layout.lock_path(request.mirage_data, grism_file_id(request.instrument, "folder"))
 
     def once() -> Path:

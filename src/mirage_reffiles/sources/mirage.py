@@ -9,6 +9,7 @@ import pandas as pd
 
 from mirage_reffiles.errors import TableError
 from mirage_reffiles.sources import rows
+from mirage_reffiles.tree.door import is_plain_name
 
 INSTRUMENTS = ("nircam", "niriss", "fgs")
 DARK_TYPES = {"linearized": ("linearized",), "raw": ("raw",), "both": ("raw", "linearized")}
@@ -30,6 +31,9 @@ def load_table(path: str | Path, schema: Mapping | None = None) -> pd.DataFrame:
     duplicated = table.file_id[table.file_id.duplicated()]
     if len(duplicated):
         raise TableError(f"{path}: file_id {duplicated.iloc[0]!r} appears more than once")
+    if len(bad := table.file_id[~table.file_id.map(is_plain_name)]):
+        raise TableError(f"{path}: file_id {bad.iloc[0]!r} is not a plain name (letters, digits, '_', '.', '-';"
+                         " not '.' or '..'): it names the row's record, lock and partial download")  # fmt: skip
     return table.set_index("file_id", drop=False)
 
 

@@ -27,7 +27,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TextIO
 
 import pandas as pd
@@ -40,6 +40,7 @@ from mirage_reffiles.transfer.partial import remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.disk import exclusive, require_free_space
+from mirage_reffiles.tree.door import Lane, writable
 from mirage_reffiles.tree.records import Produced, Record, read_record, write_record
 from mirage_reffiles.unpack.content import head_of, is_fits
 from mirage_reffiles.unpack.gunzip import ArchiveSink
@@ -198,6 +199,8 @@ def fetch_vega(request: VegaRequest, log: TextIO | None = None) -> Path:
             except VerifyError:
                 remove_partial(partial)
                 raise
+            # Through the door: no link on the way to the cache folder, which is this row's lane.
+            writable(root, request.folder, Lane(PurePosixPath(request.folder), VEGA_KIND), is_dir=True)
             cache.mkdir(parents=True, exist_ok=True)
             entry = Path(_into_cache(cache, request.key, partial)).parent
             files = [Produced(path.relative_to(root).as_posix(), path.stat().st_size, sha256_of(path))

@@ -40,8 +40,8 @@ from mirage_reffiles.sources import rows
 from mirage_reffiles.transfer.fetch import fetch_tarball, twice_on_bad_bytes
 from mirage_reffiles.transfer.http import RetryPolicy
 from mirage_reffiles.tree import layout
+from mirage_reffiles.tree.door import Lane
 from mirage_reffiles.tree.records import Produced, read_record
-from mirage_reffiles.unpack.tar import Lane
 
 #: webbpsf's data, newest release (the link webbpsf's own docs and its download code use).
 WEBBPSF_LATEST_URL = "https://stsci.box.com/shared/static/qxpiaxsjwo15ml6m4pkhtk36c9jgj70k.gz"

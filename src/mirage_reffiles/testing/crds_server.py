@@ -167,6 +167,7 @@ class CrdsServer(MirrorServer):
         self.RequestHandlerClass = _CrdsHandler
         self.context = context
         self.calls: list[str] = []
+        self.answers: dict[str, object] = {}  # a method's answer in place of the real one: a hostile server's
 
     def rpc_posts(self) -> list[Request]:
         return [r for r in self.requests if r.method == "POST"]
@@ -185,6 +186,8 @@ class CrdsServer(MirrorServer):
 
     def call(self, method: str, params: list):
         """The result of one JSON-RPC call; raises LookupError with the server's message."""
+        if method in self.answers:
+            return self.answers[method]
         if method == "get_server_info":
             return {
                 "observatory": "jwst",

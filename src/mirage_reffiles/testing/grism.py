@@ -58,8 +58,9 @@ def archive_path(repository: str) -> str:
     return f"{repository}/archive/{commit_of(repository)}.tar.gz"
 
 
-def write_archive(root: Path, repository: str, folders: dict[str, dict[str, bytes]]) -> Path:
-    """Write ``repository``'s archive under ``root`` holding ``folders`` (version -> files) and a README."""
+def write_archive(root: Path, repository: str, folders: dict[str, dict[str, bytes | tarfile.TarInfo]]) -> Path:
+    """Write ``repository``'s archive under ``root`` holding ``folders`` (version -> files, or special members
+    given as TarInfo) and a README."""
     top = f"{repository.split('/')[1]}-{commit_of(repository)}"
     buffer = io.BytesIO()
     with tarfile.open(
@@ -72,6 +73,9 @@ def write_archive(root: Path, repository: str, folders: dict[str, dict[str, byte
             info.type, info.mode = tarfile.DIRTYPE, 0o775
             tar.addfile(info)
         for name, data in members.items():
+            if isinstance(data, tarfile.TarInfo):  # a special member (a hostile archive's link)
+                tar.addfile(data.replace(name=f"{top}/{name}"))
+                continue
             info = tarfile.TarInfo(f"{top}/{name}")
             info.size, info.mode = len(data), 0o664
             tar.addfile(info, io.BytesIO(data))

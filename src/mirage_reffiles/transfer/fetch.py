@@ -26,21 +26,26 @@ from mirage_reffiles.transfer.partial import kept_bytes, remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.disk import exclusive, is_disk_full, require_free_space
+from mirage_reffiles.tree.door import BOOKKEEPING, Lane, is_plain_name, open_file, writable
 from mirage_reffiles.tree.layout import tarball_member_destination
-from mirage_reffiles.tree.records import Produced, Record, read_record, write_record
+from mirage_reffiles.tree.records import Produced, Record, claims, read_record, write_record
 from mirage_reffiles.unpack.content import head_of, is_fits
 from mirage_reffiles.unpack.gunzip import ArchiveSink, GunzipSink, ResumableGunzipSink, unpacked_size_hint
 from mirage_reffiles.unpack.inflate import available as inflate_available
-from mirage_reffiles.unpack.tar import Lane, Rename, extract_tarball, move_into_place
+from mirage_reffiles.unpack.tar import Rename, extract_tarball, move_into_place
+
+#: The lock held while a tarball's members take their places: the claims of other rows are read under it.
+CLAIMS_LOCK = ".claims"
 
 
-def _finish_download(partial: Path | None, kept_archive: Path | None) -> None:
-    """Keep the compressed file where asked, else free its space."""
+def _finish_download(mirage_data: Path, partial: Path | None, kept_archive: Path | None) -> None:
+    """Keep the compressed file where asked (in the kept archives' folder), else free its space."""
     if partial is None:
         return
     if kept_archive is None:
         remove_partial(partial)
     else:
+        kept_archive = writable(mirage_data, kept_archive, Lane.inside(layout.ARCHIVE_DIR))
         kept_archive.parent.mkdir(parents=True, exist_ok=True)
         os.replace(partial, kept_archive)
 
@@ -49,7 +54,17 @@ def _partial(url: str, mirage_data: Path, file_id: str, archive: str, kept_archi
     """Where the compressed bytes are kept while they arrive; None to read a local file in place."""
     if is_local(url) and kept_archive is None:
         return None
-    return layout.partial_download_path(mirage_data, file_id, archive)
+    partial = layout.partial_download_path(mirage_data, file_id, archive)
+    return writable(mirage_data, partial, BOOKKEEPING)
+
+
+def _row_lock(mirage_data: Path, file_id: str, log: TextIO | None, suffix: str = ""):
+    """The lock of row ``file_id``, which names it and its files under ``.reffiles/``: an id from a
+    table is a name, never a path (``..`` would make the staging folder all of ``.reffiles/``)."""
+    if not is_plain_name(file_id):
+        raise FetchError(f"row id {file_id!r} refused: it is not a plain name (letters, digits, '_', '.', '-';"
+                         " not '.' or '..')")  # fmt: skip
+    return exclusive(layout.lock_path(mirage_data, file_id + suffix), file_id, log)
 
 
 def _gunzip_sink(path: Path, resumable: bool) -> GunzipSink | ResumableGunzipSink:
@@ -119,12 +134,13 @@ def fetch_gzip(
     into place. Returns the final path. ``mirrors`` (the same file
     elsewhere) may serve segments of it (see :mod:`.transfer.segments`).
     """
-    final = mirage_data / destination
-    with exclusive(layout.lock_path(mirage_data, file_id), file_id, log):
+    final = writable(mirage_data, destination, Lane())
+    with _row_lock(mirage_data, file_id, log):
         if _is_complete(mirage_data, file_id):
             return final
         partial = _partial(url, mirage_data, file_id, "gz", kept_archive)
-        sink = _gunzip_sink(layout.temporary_path(final), resumable=partial is not None and kept_archive is None)
+        unpacked = writable(mirage_data, layout.temporary_path(final), Lane())
+        sink = _gunzip_sink(unpacked, resumable=partial is not None and kept_archive is None)
         # The unpacked file is at least as large as the download.
         size, sha256 = _receive_checked(
             url, partial, sink, file_id, expected, policy, 2, destination, log, fits=True, mirrors=mirrors
@@ -132,7 +148,7 @@ def fetch_gzip(
         produced = Produced(destination, sink.size, sink.sha256, sink.crc32)
         write_record(mirage_data, Record(file_id, url, size, sha256, [produced]))
         os.replace(sink.path, final)
-        _finish_download(partial, kept_archive)
+        _finish_download(mirage_data, partial, kept_archive)
     return final
 
 
@@ -161,11 +177,12 @@ def fetch_tarball(
     (whose download is then deleted), and may clear what they replace; what
     it returns is recorded as the files' version. Returns the record's path.
     """
-    with exclusive(layout.lock_path(mirage_data, file_id), file_id, log):
+    lane = lane or Lane()
+    with _row_lock(mirage_data, file_id, log):
         if _is_complete(mirage_data, file_id):
             return layout.record_path(mirage_data, file_id)
         partial = _partial(url, mirage_data, file_id, "tar.gz", kept_archive)
-        staging = layout.staging_dir(mirage_data, file_id)
+        staging = writable(mirage_data, layout.staging_dir(mirage_data, file_id), BOOKKEEPING, is_dir=True)
         # Unpacked once complete: extracting checks the gzip stream to its CRC, so it is inflated once.
         sink = ArchiveSink(partial or staging)
         size, sha256 = _receive_checked(url, partial, sink, file_id, expected, policy, 1, file_id, log, False, mirrors)
@@ -173,7 +190,11 @@ def fetch_tarball(
         try:
             members = extract_tarball(archive, staging, log, size=unpacked_size_hint(archive), lane=lane, rename=rename)
             version = accept(staging, members) if accept is not None else None
-            move_into_place(staging, mirage_data)
+            # The first row to land keeps a path: the claims are read, and the members moved, one run at a time.
+            with exclusive(layout.lock_path(mirage_data, CLAIMS_LOCK), file_id, log):
+                claimed = lane.claiming(claims(mirage_data, but=file_id))
+                move_into_place(staging, mirage_data, members, claimed)
+                record = write_record(mirage_data, Record(file_id, url, size, sha256, members, version=version or ""))
         except (UnpackError, VerifyError):
             if partial is not None:
                 remove_partial(partial)
@@ -184,8 +205,7 @@ def fetch_tarball(
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        record = write_record(mirage_data, Record(file_id, url, size, sha256, members, version=version or ""))
-        _finish_download(partial, kept_archive)
+        _finish_download(mirage_data, partial, kept_archive)
     return record
 
 
@@ -203,8 +223,9 @@ def download_archive(
     """Download a ``.gz`` or ``.tar.gz`` file as it is to ``output``, checked
     (size, SHA-256, gzip CRC) but not unpacked: for a host that downloads
     while other machines unpack."""
-    with exclusive(layout.lock_path(mirage_data, f"{file_id}.download"), file_id, log):
-        partial = layout.temporary_path(output)
+    with _row_lock(mirage_data, file_id, log, ".download"):
+        output = writable(mirage_data, output, Lane(own=()))  # into the build's own folders: archives/, .reffiles/
+        partial = writable(mirage_data, layout.temporary_path(output), Lane(own=()))
         check = GunzipSink(None, near=partial)
         _receive_checked(url, partial, check, file_id, expected, policy, 1, output.name, log, False, mirrors)
         os.replace(partial, output)
@@ -226,7 +247,7 @@ class FetchRequest:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     kind: str = ""  # a tarball's kind and instrument say where it may unpack (layout.TARBALL_FOLDERS)
     instrument: str = ""
-    reserved: frozenset[str] = frozenset()  # files of other rows (the darks) no tarball may write
+    claimed: dict[str, str] = field(default_factory=dict)  # files of other rows (the darks) -> their row's id
     mirrors: tuple[str, ...] = ()  # the same file from further sources, tried in order after url
     connections: int | None = None  # the most connections of this process at once (the downloads cap)
     segment_size: int = segments.SEGMENT_SIZE  # bytes of a segment (0: one connection per file)
@@ -285,7 +306,7 @@ def _fetch_from(request: FetchRequest, url: str, mirrors: tuple[str, ...], log: 
     if request.archive == "gz":
         return fetch_gzip(url, request.mirage_data, request.file_id, request.destination,
                           kept_archive=request.kept_archive, **common)  # fmt: skip
-    lane = Lane.of(request.kind, request.instrument, request.reserved)
+    lane = Lane.of(request.kind, request.instrument, request.claimed)
     return fetch_tarball(url, request.mirage_data, request.file_id, kept_archive=request.kept_archive,
                          lane=lane, **common)  # fmt: skip
 
@@ -338,7 +359,7 @@ def fetch_logged(request: FetchRequest, log_path: str | Path, fetcher: Callable 
     """
     try:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handle = open(log_path, "w", buffering=1)  # noqa: SIM115 (line by line: nothing left to fail at close)
+        handle = open_file(Path(log_path), "w", buffering=1)  # line by line: nothing left to fail at close
     except OSError as error:
         if not is_disk_full(error):
             raise

@@ -29,6 +29,7 @@ from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.transfer.partial import NoStore, PartialStore, remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.transfer.segments import BUDGET, Segments
+from mirage_reffiles.tree.door import open_file
 
 CHUNK_SIZE = 1 << 20
 USER_AGENT = "mirage-reffiles"
@@ -447,7 +448,7 @@ def fetch_segment(url: str, segment, wrote, stopped, policy: RetryPolicy, total:
                 if size != total:
                     raise FetchError(f"{url} serves {size} bytes, the file being fetched has {total}")
                 pace = _Pace(policy)
-                with open(segment.path, "ab", buffering=0) as out:
+                with open_file(segment.path, "ab", buffering=0) as out:
                     while not segment.complete:
                         interrupt.check()
                         if stopped():

@@ -25,10 +25,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from mirage_reffiles.errors import UnpackError
+from mirage_reffiles.errors import FetchError, UnpackError
+from mirage_reffiles.tree.door import is_regular, open_file
 from mirage_reffiles.unpack.hashing import Sha256, new_sha256
 from mirage_reffiles.unpack.inflate import available as inflate_available
 
@@ -79,20 +81,22 @@ def pieces(partial: Path) -> list[Piece]:
     found = []
     for path in partial.parent.glob(f"{partial.name}*"):
         try:
-            piece = _piece(partial, path, path.stat().st_size)
+            status = path.lstat()
         except FileNotFoundError:
             continue
-        if piece is not None:
+        # A link is never kept bytes: writing at its name is refused (see tree.door.open_file).
+        if stat.S_ISREG(status.st_mode) and (piece := _piece(partial, path, status.st_size)) is not None:
             found.append(piece)
     return found
 
 
 def _read_state(partial: Path) -> dict | None:
     try:
-        state = json.loads(_resume_path(partial).read_text())
+        with open_file(_resume_path(partial), "rb") as handle:
+            state = json.loads(handle.read())
         state.setdefault("data_start", state["partial_start"])  # written before chains: one file from the point
         return state
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, FetchError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -179,14 +183,14 @@ class PartialStore:
             self.sink.reset()
             digest, self._start, hashed_to = new_sha256(), 0, 0
             whole = _data_path(self.partial, 0)
-            if not self.points and whole.exists():
-                chain = [Piece(0, whole, whole.stat().st_size)]
+            if not self.points and is_regular(whole):
+                chain = [Piece(0, whole, whole.lstat().st_size)]
         else:
             digest, self._start, hashed_to = Sha256.restore(state["sha256"]), state["partial_start"], state["hashed_to"]
         self._drop_stale(chain)
         done = self._start
         for piece in chain:
-            with open(piece.path, "rb") as handle:
+            with open_file(piece.path, "rb") as handle:
                 handle.seek(max(0, done - piece.start))
                 while block := handle.read(READ_BLOCK):
                     if done + len(block) > hashed_to:  # the hash state already covers the bytes before hashed_to
@@ -222,7 +226,7 @@ class PartialStore:
             if last is None or last.end is not None or last.stop != self._position:
                 last = Piece(self._position, _data_path(self.partial, self._position), 0)
                 self._chain.append(last)
-            self._own = open(last.path, "ab")  # noqa: SIM115
+            self._own = open_file(last.path, "ab")
         self._own.write(chunk)
         self._chain[-1].size += len(chunk)
         self._position += len(chunk)
@@ -249,17 +253,19 @@ class PartialStore:
         if keep and keep[0] is self._chain[-1] and keep[0].end is None and keep[0].start < resume:
             # The point is in the file the own connection appends to: the bytes from it on start a new one.
             self.flush()
-            with open(keep[0].path, "rb") as handle:
+            with open_file(keep[0].path, "rb") as handle:
                 handle.seek(resume - keep[0].start)
                 tail = handle.read()
             moved = Piece(resume, _data_path(self.partial, resume), len(tail))
-            moved.path.write_bytes(tail)
+            with open_file(moved.path, "wb") as handle:
+                handle.write(tail)
             self._close_own()
             drop, keep = [*drop, keep[0]], [moved]
         state = {"sink": point, "sha256": digest.state(), "partial_start": resume, "hashed_to": done,
                  "data_start": keep[0].start if keep else resume}  # fmt: skip
         staged = self.partial.with_name(self.partial.name + ".resume.new")
-        staged.write_text(json.dumps(state))
+        with open_file(staged, "wb") as handle:
+            handle.write(json.dumps(state).encode())
         os.replace(staged, _resume_path(self.partial))  # from here on, the files before the point's are not needed
         for piece in drop:
             piece.path.unlink(missing_ok=True)

@@ -38,6 +38,7 @@ from typing import TextIO
 from mirage_reffiles.errors import FetchError, Interrupted
 from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.transfer.partial import pieces, segment_path
+from mirage_reffiles.tree.door import open_file
 
 #: Bytes of one segment: a request per 32 MB costs one round trip (about 1.6 s of transfer at 20 MB/s each).
 SEGMENT_SIZE = 32 << 20
@@ -234,7 +235,7 @@ class Segments:
                 segment = next((s for s in self._by_start.values() if s.start <= done < s.end), None)
             if segment is None:
                 break
-            with open(segment.path, "rb") as handle:
+            with open_file(segment.path, "rb") as handle:
                 handle.seek(done - segment.start)
                 while done < segment.end:
                     self.spawn()  # the window moved on: room for more segments

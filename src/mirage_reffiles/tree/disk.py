@@ -15,6 +15,7 @@ from typing import TextIO
 
 from mirage_reffiles.errors import FetchError
 from mirage_reffiles.transfer import interrupt
+from mirage_reffiles.tree.door import open_file
 
 #: Seconds between looks at a lock another run holds.
 LOCK_POLL = 0.2
@@ -65,7 +66,7 @@ def exclusive(lock_file: Path, what: str, log: TextIO | None = None) -> Iterator
     leaves a stale lock behind.
     """
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a") as handle:
+    with open_file(lock_file, "ab") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

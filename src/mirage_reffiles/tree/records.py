@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mirage_reffiles.tree.disk import write_atomically
+from mirage_reffiles.tree.door import BOOKKEEPING, open_file, writable
 from mirage_reffiles.tree.layout import lock_path, record_path
 
 
@@ -41,9 +42,20 @@ class Record:
 
 
 def write_record(mirage_data: Path, record: Record) -> Path:
-    path = record_path(mirage_data, record.file_id)
+    path = writable(mirage_data, record_path(mirage_data, record.file_id), BOOKKEEPING)
     write_atomically(path, json.dumps(asdict(record), indent=1) + "\n")  # a name no other run uses
     return path
+
+
+def claims(mirage_data: Path, but: str) -> dict[str, str]:
+    """Every file the records list (path under MIRAGE_DATA -> the ``file_id`` whose record lists it),
+    leaving out the record of ``but``: the paths other rows hold."""
+    found: dict[str, str] = {}
+    for path in sorted(record_path(mirage_data, but).parent.glob("*.json")):
+        record = read_record(mirage_data, path.stem) if path.stem != but else None
+        for item in record.files if record else []:
+            found.setdefault(item.path, record.file_id)
+    return found
 
 
 def load_record(mirage_data: Path, file_id: str) -> tuple[Record | None, str]:
@@ -116,7 +128,7 @@ def remove_unusable_records(mirage_data: Path, file_ids: Iterable[str]) -> tuple
 def try_exclusive(lock_file: Path) -> Iterator[bool]:
     """Take the lock that :func:`mirage_reffiles.tree.disk.exclusive` takes, without waiting: yields whether it did."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a") as handle:
+    with open_file(lock_file, "ab") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

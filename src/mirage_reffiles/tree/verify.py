@@ -13,6 +13,7 @@ import pandas as pd
 
 from mirage_reffiles.sources.rows import urls
 from mirage_reffiles.tree.disk import exclusive
+from mirage_reffiles.tree.door import Lane, writable
 from mirage_reffiles.tree.layout import lock_path, record_path
 from mirage_reffiles.tree.records import Produced, Record, load_record, write_record
 from mirage_reffiles.unpack.content import head_of, is_fits
@@ -146,7 +147,7 @@ def clear_damaged(table: pd.DataFrame, checks: pd.DataFrame) -> Repair:
         with exclusive(lock_path(mirage_data, check.file_id), check.file_id):
             if check.record_problem and check_file(row).status == "ok":
                 continue  # another run fetched it meanwhile
-            dark = mirage_data / row.destination if row.archive == "gz" else None
+            dark = writable(mirage_data, row.destination, Lane()) if row.archive == "gz" else None
             if check.record_problem and dark is not None and dark.is_file():
                 if not (mismatch := matches_table(dark, row)):
                     produced = Produced(row.destination, dark.stat().st_size, crc32=crc32_of(dark))
@@ -156,8 +157,8 @@ def clear_damaged(table: pd.DataFrame, checks: pd.DataFrame) -> Repair:
                     continue
                 dark.unlink()
                 repair.notes.append(f"REMOVED {check.file_id}: {row.destination}: {mismatch}")
-            for path in check.damaged:
-                (mirage_data / path).unlink(missing_ok=True)
+            for path in check.damaged:  # removed through no link, as they were written
+                writable(mirage_data, path, Lane()).unlink(missing_ok=True)
             record_path(mirage_data, check.file_id).unlink(missing_ok=True)
         repair.cleared.append(check.file_id)
     return repair

@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 
 from mirage_reffiles.errors import UnpackError
+from mirage_reffiles.tree.door import open_file
 from mirage_reffiles.unpack.hashing import crc32_read
 from mirage_reffiles.unpack.inflate import GzipInflater, ResumePoint
 
@@ -42,7 +43,7 @@ class GunzipSink:
         self._out = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._out = open(path, "wb")  # noqa: SIM115 (open for the life of the download)
+            self._out = open_file(path, "wb")  # open for the life of the download; never through a link
         self.reset()
 
     def write(self, chunk: bytes) -> None:
@@ -138,7 +139,7 @@ class ResumableGunzipSink:
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._out = open(path, "a+b")  # noqa: SIM115 (open for the life of the download)
+        self._out = open_file(path, "a+b")  # open for the life of the download; never through a link
         self._inflater = GzipInflater(self._out.write)
         self._pointed = False  # whether a resume point relies on this file
 
@@ -158,7 +159,7 @@ class ResumableGunzipSink:
         # zero when it is closed (auto_da_alloc), which stalled every download's end.
         self._out.close()
         self.path.unlink(missing_ok=True)
-        self._out = open(self.path, "a+b")  # noqa: SIM115
+        self._out = open_file(self.path, "a+b")
         self._inflater.close()
         self._inflater = GzipInflater(self._out.write)
         self._pointed = False

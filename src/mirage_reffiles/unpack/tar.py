@@ -1,106 +1,67 @@
-"""Tarballs extracted safely: one streaming pass into a staging folder, members checked
-(no absolute paths, no '..', no links out, nothing outside the tarball's lane), then moved into place."""
+"""Tarballs extracted safely: one streaming pass into a staging folder, each member through the door
+(:mod:`.tree.door`: no absolute paths, no '..', no links, nothing outside the tarball's lane), then each file
+moved into place through the door again (nothing another row claims, no link on the way)."""
 
 from __future__ import annotations
 
-import functools
 import gzip
+import hashlib
 import os
 import shutil
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from mirage_reffiles.errors import FetchError, UnpackError
+from mirage_reffiles.errors import UnpackError
 from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.tree.disk import require_free_space
-from mirage_reffiles.tree.layout import ARCHIVE_DIR, ENV_FILE, STATE_DIR, TARBALL_FOLDERS, tarball_member_destination
+from mirage_reffiles.tree.door import Lane, open_file, writable
+from mirage_reffiles.tree.layout import tarball_member_destination
 from mirage_reffiles.tree.records import Produced
 from mirage_reffiles.unpack.content import head_of, magic_for
 from mirage_reffiles.unpack.gunzip import INFLATE_ERRORS, gzip_reader
-from mirage_reffiles.unpack.hashing import sha256_of
 
 #: Bytes read at a time past the tar's end.
 READ_BLOCK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Lane:
-    """Where a tarball may create files under MIRAGE_DATA: inside ``folder`` (anywhere when None)
-    but not inside the ``nested`` lanes of other kinds, never a ``reserved`` file (another row's,
-    such as a dark) nor the build's own bookkeeping, environment file or kept archives."""
-
-    folder: PurePosixPath | None = None
-    kind: str = ""
-    nested: tuple[PurePosixPath, ...] = ()
-    reserved: frozenset[str] = frozenset()
-
-    @classmethod
-    def of(cls, kind: str, instrument: str, reserved: frozenset[str] = frozenset()) -> Lane:
-        """The lane of a tarball of ``kind`` for ``instrument`` (see :data:`.layout.TARBALL_FOLDERS`);
-        a blank ``kind`` (not known) keeps only the ``reserved`` files and the build's own safe."""
-        if not kind:
-            return cls(reserved=reserved)
-        if kind not in TARBALL_FOLDERS:
-            raise FetchError(f"no folder is declared for tarballs of kind {kind!r}; add it to layout.TARBALL_FOLDERS")
-        folders = {name: PurePosixPath(f.format(instrument=instrument)) for name, f in TARBALL_FOLDERS.items()}
-        folder = folders.pop(kind)
-        nested = tuple(other for other in folders.values() if other != folder and other.is_relative_to(folder))
-        return cls(folder, kind, nested, reserved)
-
-    def refusal(self, destination: str, is_dir: bool) -> str | None:
-        """Why a member may not be created at ``destination`` (under MIRAGE_DATA); None when it may."""
-        path = PurePosixPath(destination)
-        if path.parts[0] in (STATE_DIR, ARCHIVE_DIR) or destination == ENV_FILE:
-            return f"{destination!r} belongs to the build itself"
-        if destination in self.reserved:
-            return f"{destination!r} is another row's file"
-        if self.folder is None:
-            return None
-        if is_dir and self.folder.is_relative_to(path):
-            return None  # a parent of the lane: creates no file
-        lane = f"a {self.kind} tarball may only create files under {self.folder.as_posix()}/"
-        if not path.is_relative_to(self.folder):
-            return f"{destination!r} is outside its lane: {lane}"
-        inner = next((other for other in self.nested if path.is_relative_to(other)), None)
-        if inner is not None and not is_dir:
-            return f"{destination!r} is inside {inner.as_posix()}/, another kind's folder: {lane}"
-        return None
 
 
 #: Where a member goes under MIRAGE_DATA, given its name in the archive; None to leave it out.
 Rename = Callable[[str], str | None]
 
 
-def _member_filter(
-    member: tarfile.TarInfo, dest_path: str, lane: Lane, rename: Rename = tarball_member_destination
-) -> tarfile.TarInfo | None:
-    """Name the member by ``rename`` (by default: drop the leading ``mirage_data/``) and refuse
-    anything unsafe or outside ``lane``; a member ``rename`` leaves out is skipped.
-
-    Absolute names and ``..`` are refused outright; Python's ``data`` filter
-    then refuses links that point outside the destination, devices and fifos.
-    """
-    for path in (member.name, member.linkname if member.islnk() else ""):
-        if path.startswith("/") or ".." in PurePosixPath(path).parts:
-            raise UnpackError(f"unsafe member {member.name!r} refused: absolute path or '..' in {path!r}")
+def _destination(member: tarfile.TarInfo, rename: Rename) -> str | None:
+    """Where ``member`` goes under MIRAGE_DATA, by ``rename`` (by default: its name without the leading
+    ``mirage_data/``); None for a member ``rename`` leaves out. Absolute names and ``..`` are refused
+    outright, and so is anything but a file or a folder: Mirage's archives hold nothing else, and a
+    link created while unpacking is a path for later members to escape by."""
+    if member.name.startswith("/") or ".." in PurePosixPath(member.name).parts:
+        raise UnpackError(f"unsafe member {member.name!r} refused: absolute path or '..' in its name")
     name = rename(member.name)
-    if name is None:
-        return None
-    if problem := lane.refusal(name, member.isdir()):
-        raise UnpackError(f"member {member.name!r} refused: {problem}")
-    changes = {"name": name}
-    if member.islnk():  # hard links name another member
-        changes["linkname"] = rename(member.linkname) or member.linkname
-        if not os.path.lexists(os.path.join(dest_path, changes["linkname"])):
-            raise UnpackError(f"hard link {member.name!r} refused: it names {member.linkname!r}, no earlier member")
+    if name is not None and not (member.isreg() or member.isdir()):
+        what = "link" if member.issym() or member.islnk() else "device or fifo"
+        raise UnpackError(
+            f"unsafe member {member.name!r} refused: a {what}; an archive may hold files and folders only"
+        )
+    return name
+
+
+def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> tuple[int, str]:
+    """Write the file ``member`` at ``path`` (a new file: a name twice in one archive is refused);
+    returns its size and SHA-256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
     try:
-        return tarfile.data_filter(member.replace(**changes, deep=False), dest_path)
-    except tarfile.FilterError as error:
-        raise UnpackError(f"unsafe member {member.name!r} refused: {error}") from None
+        out = open_file(path, "xb", error=UnpackError)
+    except FileExistsError:
+        raise UnpackError(f"member {member.name!r} refused: the archive holds it twice") from None
+    with out, tar.extractfile(member) as source:
+        while block := source.read(READ_BLOCK):
+            out.write(block)
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
 
 
 def _check_kind(member: tarfile.TarInfo, path: Path) -> None:
@@ -136,36 +97,41 @@ def extract_tarball(
     if size:
         require_free_space(staging, size, f"unpacking {archive.name}")
     progress = Progress(f"unpacking {archive.name}", size, stream=log, on_board=False)
-    done = 0
+    done, produced = 0, []
     try:
         with gzip_reader(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 interrupt.check(f"unpacking {archive.name}")  # the complete download stays for the next run
-                tar.extract(member, staging, filter=functools.partial(_member_filter, lane=lane, rename=rename))
-                if member.isreg() and (name := rename(member.name)) is not None:
-                    _check_kind(member, staging / name)
-                done += member.size if member.isreg() else 0
+                if (name := _destination(member, rename)) is None:
+                    continue
+                # The door checks the name, the lane, and that nothing staged so far is in the way.
+                path = writable(
+                    staging, name, lane, is_dir=member.isdir(), error=UnpackError, what=f"member {member.name!r}"
+                )
+                if member.isdir():
+                    path.mkdir(parents=True, exist_ok=True)
+                    continue
+                produced.append(Produced(name, *_unpack_member(tar, member, path)))
+                _check_kind(member, path)
+                done += member.size
                 progress.update(done)
             while stream.read(READ_BLOCK):  # to the gzip trailer: its CRC covers the whole stream
                 interrupt.check(f"unpacking {archive.name}")
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, *INFLATE_ERRORS) as error:
         raise UnpackError(f"corrupt or truncated tarball ({error})") from None
     progress.finish(done)
-    return [
-        Produced(path.relative_to(staging).as_posix(), path.stat().st_size, sha256_of(path))
-        for path in sorted(staging.rglob("*"))
-        if path.is_file() and not path.is_symlink()
-    ]
+    return sorted(produced, key=lambda item: PurePosixPath(item.path))
 
 
-def move_into_place(staging: Path, root: Path) -> None:
-    """Move every file under ``staging`` to the same relative place under ``root``.
+def move_into_place(staging: Path, root: Path, files: list[Produced], lane: Lane) -> None:
+    """Move each of ``files`` from ``staging`` to the same relative place under ``root``.
 
-    Each move is a rename within one filesystem, so each file appears whole.
+    Every destination passes the door first (the lane, paths other rows
+    claim, no symbolic link on the way, no file where a folder must be), so
+    a refused archive changes nothing; each move is then a rename within
+    one filesystem, so each file appears whole.
     """
-    for path in sorted(staging.rglob("*")):
-        if path.is_dir() and not path.is_symlink():
-            continue
-        target = root / path.relative_to(staging)
+    targets = [writable(root, item.path, lane, error=UnpackError, what=f"member {item.path!r}") for item in files]
+    for item, target in zip(files, targets, strict=True):
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
+        os.replace(staging / item.path, target)
