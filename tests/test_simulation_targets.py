@@ -127,6 +127,12 @@ def test_data_made_outdated_by_an_upgrade_of_webbpsf_is_fetched_again(run, site)
     assert read_record(run.mirage_data, webbpsf.WEBBPSF_FILE_ID).version == "1.5.0"
 
 
+def test_a_folder_that_holds_mirage_data_is_refused(run):
+    result = run("webbpsf", config={"webbpsf_path": run.mirage_data}, check=False)
+    assert result.returncode != 0 and "setting 'webbpsf_path'" in result.stderr and "Traceback" not in result.stderr
+    assert not run.mirage_data.exists()
+
+
 def test_a_dropped_download_of_the_data_resumes(run, site):
     size = (site.root / WEBBPSF_PATH).stat().st_size
     site.faults[WEBBPSF_PATH] = Fault(drop_after=size // 2)

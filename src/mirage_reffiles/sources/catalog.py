@@ -51,6 +51,18 @@ def retry_policy(config: Mapping) -> RetryPolicy:
     )
 
 
+def own_folder(setting: str, folder: str | Path, mirage_data: Path, default: str) -> Path:
+    """The folder a setting names for a source of its own (blank: ``default`` in MIRAGE_DATA); refused
+    (:class:`UsageError`) when it is MIRAGE_DATA or holds it, whose files are other rows'."""
+    path = Path(folder or Path(mirage_data) / default).expanduser().absolute()
+    if Path(mirage_data).absolute().is_relative_to(path):
+        raise UsageError(
+            f"setting {setting!r}: {path} holds MIRAGE_DATA ({mirage_data}); name a folder of its own, "
+            f"or leave it blank for {Path(mirage_data) / default}"
+        )
+    return path
+
+
 class Catalog:
     """The rows of every source and the target groups over them, for checked settings ``config``.
 
@@ -83,12 +95,12 @@ class Catalog:
         self.webbpsf_reader = webbpsf.installed_reader()
         simulation_rows = rows.combine(
             webbpsf.as_rows(
-                as_url(config["webbpsf_url"]) if config["webbpsf_url"] else webbpsf.default_url(self.webbpsf_reader),
-                config["webbpsf_path"] or Path(mirage_data) / webbpsf.DEFAULT_FOLDER,
+                as_url(config["webbpsf_url"] or webbpsf.default_url(self.webbpsf_reader)),
+                own_folder("webbpsf_path", config["webbpsf_path"], mirage_data, webbpsf.DEFAULT_FOLDER),
             ),
             vega.as_rows(
                 as_url(config["vega_url"] or vega.default_url()),
-                config["astropy_cache"] or Path(mirage_data) / vega.DEFAULT_CACHE,
+                own_folder("astropy_cache", config["astropy_cache"], mirage_data, vega.DEFAULT_CACHE),
             ),
         )
         self.rows = rows.combine(mirage_rows, grism_rows, simulation_rows)
