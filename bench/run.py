@@ -4,6 +4,7 @@ parallel curl | pigz, on the same files, at a capped speed per connection.
     python bench/run.py                         # what docs/benchmarks.md records
     python bench/run.py --files 8 --size-mb 100 --rate-mb 20 --latency 0.02 --out docs/benchmarks.md
     python bench/run.py --segments --size-mb 1000 --rate-mb 20 --out docs/segments.md   # needs aria2c, pigz
+    python bench/run.py --timeline --size-mb 100 --before ../main   # where a one-file build's seconds go
 
 It also times the whole table of small files, a no-op run, dry runs of
 growing synthetic tables, and the memory and disk writes of one big download.
@@ -16,6 +17,7 @@ import argparse
 import gzip
 import hashlib
 import os
+import random
 import re
 import subprocess
 import sys
@@ -29,7 +31,7 @@ sys.path.insert(0, str(REPO / "src"))
 import pandas as pd  # noqa: E402
 
 from mirage_reffiles.sources.mirage import load_table  # noqa: E402
-from mirage_reffiles.testing.mirror import build_mirror, synthetic_bytes  # noqa: E402
+from mirage_reffiles.testing.mirror import FITS_CARD, build_mirror, synthetic_bytes  # noqa: E402
 from mirage_reffiles.testing.server import serve  # noqa: E402
 from mirage_reffiles.tree.layout import TARBALL_FOLDERS, TARBALL_ROOT, tarball_member_destination  # noqa: E402
 
@@ -61,6 +63,14 @@ def settle(warm: Path | None = None) -> None:
             with open(path, "rb") as handle:
                 while handle.read(BLOCK):
                     pass
+
+
+def machine() -> str:
+    """The machine a run measured, in words: its cores, how busy they were before it began, and that the
+    test server shares them (it runs in this process)."""
+    load = os.getloadavg()[0]
+    return (f"a machine of {os.cpu_count()} cores (load average {load:.1f} when the run began; the test server "
+            "runs on the same cores, sharing them with what it serves)")  # fmt: skip
 
 
 def run_measured(command: list[str], cwd: Path, env: dict | None = None, warm: Path | None = None) -> dict:
@@ -104,9 +114,11 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def snakemake(target: str, workdir: Path, settings: dict, *extra: str) -> list[str]:
+def snakemake(target: str, workdir: Path, settings: dict, *extra: str, checkout: Path = REPO) -> list[str]:
+    """The command of a build of ``target`` in ``workdir``; ``checkout``: the project whose workflow runs (it
+    puts its own package first on the path)."""
     config = [f"{key}={value}" for key, value in settings.items()]
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "8", target, *extra,
+    return [sys.executable, "-m", "snakemake", "-s", str(checkout / "Snakefile"), "--cores", "8", target, *extra,
             "--config", *config]  # fmt: skip
 
 
@@ -185,7 +197,7 @@ def big_dark(mirror: Path, path: str, size: int) -> tuple[str, str]:
     return archive, content
 
 
-def one_dark(root: Path, size: int, rate: float, latency: float) -> list[dict]:
+def one_dark(root: Path, size: int, rate: float, latency: float, baseline: Path | None = None) -> list[dict]:
     """Case 1: one dark, this build (segments over the cap of 8) vs aria2c -x8 -s8 + pigz -d vs one curl | pigz -d."""
     table = load_table(TABLE)
     row = table[(table.instrument == "nircam") & (table.dark_type == "linearized")].iloc[[0]].copy()
@@ -201,6 +213,7 @@ def one_dark(root: Path, size: int, rate: float, latency: float) -> list[dict]:
         url = server.url + row.path.iloc[0]
         approaches = ("this build (segments, cap 8)", "aria2c -x8 -s8, then pigz -d", "one curl | pigz -d",
                       "this build, no rate cap (the machine's floor)")  # fmt: skip
+        approaches += ("this build as --before has it (segments, cap 8)",) if baseline else ()
         for name in approaches:
             work = root / f"one_{len(results)}"
             subprocess.run(["rm", "-rf", str(work)], check=True)
@@ -211,7 +224,7 @@ def one_dark(root: Path, size: int, rate: float, latency: float) -> list[dict]:
                 source = uncapped.url if "no rate cap" in name else server.url
                 settings = {"base_url": source, "mirage_data": mirage_data, "reference_table": table_csv,
                             "instrument": "nircam"}  # fmt: skip
-                command = snakemake("all", work, settings)
+                command = snakemake("all", work, settings, checkout=baseline if "--before" in name else REPO)
             elif name.startswith("aria2c"):
                 gz = f"{output.name}.gz"
                 command = ["sh", "-c", f"aria2c -q -x8 -s8 --file-allocation=none -d '{output.parent}' -o '{gz}' "
@@ -225,6 +238,70 @@ def one_dark(root: Path, size: int, rate: float, latency: float) -> list[dict]:
             connections = len(used.gets()) - before
             results.append({"name": name, "compressed": served.stat().st_size, "requests": connections,
                             "download": download_time(mirage_data), **measured})  # fmt: skip
+    return results
+
+
+def incompressible_dark(path: Path, seed: str, size: int) -> tuple[str, str]:
+    """A gzip file of ``size`` random bytes (as a FGS dark: it barely compresses), made once:
+    (SHA-256 of the gzip, of its content)."""
+    stamp = path.parent / (path.name + ".sha256")
+    if not stamp.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generator, digest = random.Random(seed), hashlib.sha256()
+        with gzip.GzipFile(path, "wb", compresslevel=1, mtime=0) as out:
+            for start in range(0, size, BLOCK):
+                block = generator.randbytes(min(BLOCK, size - start))
+                if not start:
+                    block = FITS_CARD + block[len(FITS_CARD) :]  # a FITS file's first card, as every dark
+                digest.update(block)
+                out.write(block)
+        stamp.write_text(f"{sha256_file(path)} {digest.hexdigest()}")
+    archive, content = stamp.read_text().split()
+    return archive, content
+
+
+def slow_pair(root: Path, size: int, rate: float, latency: float, baseline: Path | None = None) -> list[dict]:
+    """Case 3: two FGS darks of ``size`` random bytes on slow connections, 8 in all: this build (cap 8) vs
+    aria2c with 8 connections in all (4 per file, two files at once), then pigz -d."""
+    table = load_table(TABLE)
+    rows = table[(table.instrument == "fgs") & (table.kind == "dark") & (table.dark_type == "raw")].iloc[:2].copy()
+    mirror = root / f"slow_{size}"
+    expected = {}
+    for row in rows.itertuples():
+        archive, expected[row.destination] = incompressible_dark(mirror / row.path, row.file_id, size)
+        rows.loc[row.Index, ["size_bytes", "size_exact", "sha256"]] = [
+            str((mirror / row.path).stat().st_size), "true", archive]  # fmt: skip
+    table_csv = root / "slow_pair.csv"
+    rows.to_csv(table_csv, index=False)
+    compressed = sum(int(n) for n in rows.size_bytes)
+    results = []
+    with serve(mirror, rate=rate, latency=latency) as server:
+        names = ("this build (cap 8)", "aria2c -j2 -x4 -s4, then pigz -d")
+        for name in names + (("this build as --before has it (cap 8)",) if baseline else ()):
+            work = root / f"slow_{len(results)}"
+            subprocess.run(["rm", "-rf", str(work)], check=True)
+            mirage_data = work / "mirage_data"
+            outputs = [mirage_data / row.destination for row in rows.itertuples()]
+            for output in outputs:
+                output.parent.mkdir(parents=True, exist_ok=True)
+            if name.startswith("this build"):
+                settings = {"base_url": server.url, "mirage_data": mirage_data, "reference_table": table_csv,
+                            "instrument": "fgs", "dark_type": "raw"}  # fmt: skip
+                command = snakemake("all", work, settings, checkout=baseline if "--before" in name else REPO)
+            else:
+                listing = work / "urls.txt"
+                listing.write_text("".join(
+                    f"{server.url}{row.path}\n  dir={output.parent}\n  out={output.name}.gz\n"
+                    for row, output in zip(rows.itertuples(), outputs, strict=True)))  # fmt: skip
+                unpack = " ".join(f"'{output}.gz'" for output in outputs)
+                command = ["sh", "-c", f"aria2c -q -j2 -x4 -s4 --min-split-size=1M --file-allocation=none "
+                           f"-i '{listing}' && pigz -d {unpack}"]  # fmt: skip
+            before = len(server.gets())
+            measured = run_measured(command, work, warm=mirror)
+            check_outputs(name, mirage_data, {row.destination: expected[row.destination] for row in rows.itertuples()})
+            gets = server.gets()[before:]
+            results.append({"name": name, "compressed": compressed, "requests": len(gets),
+                            "served": max(r.ended for r in gets) - min(r.time for r in gets), **measured})  # fmt: skip
     return results
 
 
@@ -280,6 +357,99 @@ def build_shape(root: Path, dark_size: int, tarball_sizes: list[int], rate: floa
     measured, floor = runs
     return {"files": len(rows), "compressed": compressed, "requests": requests, "limit": compressed / (8 * rate),
             "floor": floor["wall"], **measured}  # fmt: skip
+
+
+#: The phases of a one-file build, in order: (name, from, to), each end an event of bench/timeline.py
+#: ("begin phase", "end phase", first or last of that name) or of the server ("first GET", "last byte").
+BREAKDOWN = [
+    ("Python starts", ("first", "begin process"), ("first", "begin import snakemake")),
+    ("importing Snakemake", ("first", "begin import snakemake"), ("first", "end import snakemake")),
+    ("importing mirage_reffiles", ("first", "begin import mirage_reffiles"), ("first", "end import mirage_reffiles")),
+    (
+        "Snakemake's command line, profile and plugins",
+        ("first", "end import mirage_reffiles"),
+        ("first", "begin read the workflow"),
+    ),
+    (
+        "Snakemake's parser, before the Snakefile's first line (it imports smart_open)",
+        ("first", "begin read the workflow"),
+        ("second", "begin read the workflow"),
+    ),
+    (
+        "the workflow's own code: imports, settings, tables, groups",
+        ("second", "begin read the workflow"),
+        ("last", "end read the workflow"),
+    ),
+    ("  of which checking the config", ("first", "begin check the config"), ("first", "end check the config")),
+    (
+        "  of which loading and checking the table",
+        ("first", "begin load and check the table"),
+        ("first", "end load and check the table"),
+    ),
+    ("the DAG and the plan", ("last", "end read the workflow"), ("first", "begin probe the server")),
+    ("the server probe (one HEAD request)", ("first", "begin probe the server"), ("first", "end probe the server")),
+    ("scheduling, onstart (the display)", ("first", "end probe the server"), ("first", "begin the job")),
+    ("the job, up to its first request", ("first", "begin the job"), ("first", "first GET")),
+    ("the download (first request to last byte sent)", ("first", "first GET"), ("first", "last byte")),
+    ("the job after its last byte: checks, rename, record", ("first", "last byte"), ("last", "end the job")),
+    ("Snakemake's bookkeeping of the finished job", ("last", "end the job"), ("first", "begin settle")),
+    ("settle, the display's end and summary, the env file", ("first", "begin settle"), ("last", "end env file")),
+    ("Snakemake's end, the interpreter's exit", ("last", "end env file"), ("first", "command returned")),
+]
+
+
+def timeline(root: Path, size: int, rate: float, latency: float, checkout: Path, runs: int = 3) -> dict:
+    """Case 4: one dark fetched by a build under bench/timeline.py, ``runs`` times: the median seconds of each
+    phase of BREAKDOWN, and of the whole command. ``checkout`` is the project whose Snakefile and package run."""
+    table = load_table(TABLE)
+    row = table[(table.instrument == "nircam") & (table.dark_type == "linearized")].iloc[[0]].copy()
+    mirror = root / f"mirror_{size}"
+    archive, content = big_dark(mirror, row.path.iloc[0], size)
+    served = mirror / row.path.iloc[0]
+    row[["size_bytes", "size_exact", "sha256"]] = [str(served.stat().st_size), "true", archive]
+    table_csv = root / "timeline.csv"
+    row.to_csv(table_csv, index=False)
+    phases: dict[str, list[float]] = {}
+    env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
+    with serve(mirror, rate=rate, latency=latency) as server:
+        for _ in range(runs):
+            work = root / "timeline_run"
+            subprocess.run(["rm", "-rf", str(work)], check=True)
+            work.mkdir()
+            settings = {"base_url": server.url, "mirage_data": work / "mirage_data", "reference_table": table_csv,
+                        "instrument": "nircam"}  # fmt: skip
+            command = snakemake("all", work, settings)
+            command[1:5] = [
+                str(REPO / "bench" / "timeline.py"),
+                str(work / "events.txt"),
+                "-s",
+                str(checkout / "Snakefile"),
+            ]
+            settle(served)
+            before = len(server.gets())
+            began = time.monotonic()
+            result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
+            ended = time.monotonic()
+            if result.returncode != 0:
+                raise SystemExit(f"timeline run failed:\n{result.stderr[-3000:]}")
+            check_outputs("timeline", work / "mirage_data", {row.destination.iloc[0]: content})
+            gets = server.gets()[before:]
+            events: dict[str, list[float]] = {
+                "first GET": [min(r.time for r in gets)],
+                "last byte": [max(r.ended for r in gets)],
+                "command returned": [ended],
+            }
+            for line in (work / "events.txt").read_text().splitlines():
+                moment, name = line.split(" ", 1)
+                events.setdefault(name, []).append(float(moment))
+            pick = {"first": 0, "second": 1, "last": -1}
+            for name, (which, start), (which_end, end) in BREAKDOWN:
+                seconds = events[end][pick[which_end]] - events[start][pick[which]]
+                phases.setdefault(name, []).append(seconds)
+            collected = sum(b - a for a, b in zip(events.get("begin gc2", []), events.get("end gc2", []), strict=True))
+            phases.setdefault("garbage collection of all objects (gen 2), in all", []).append(collected)
+            phases.setdefault("the command, in all", []).append(ended - began)
+    return {name: sorted(values)[len(values) // 2] for name, values in phases.items()}
 
 
 def whole_table(root: Path) -> dict:
@@ -349,7 +519,7 @@ def report(args, pair: list[dict], table: dict, dry: list[tuple[int, float]], bi
     lines = [
         "# Benchmarks",
         "",
-        f"Measured on {time.strftime('%Y-%m-%d')}, on this project's 2-core machine, with:",
+        f"Measured on {time.strftime('%Y-%m-%d')}, on {args.machine}, with:",
         "",
         "```bash",
         "python bench/run.py " + " ".join(sys.argv[1:]),
@@ -379,8 +549,9 @@ def report(args, pair: list[dict], table: dict, dry: list[tuple[int, float]], bi
         f"{limit['wall'] / ours['wall']:.2f}x the speed of parallel curl | pigz (target: 0.9x). Its largest process "
         "is Snakemake itself: every download runs as one of its threads.",
         "",
-        "All three are bound by this machine's two cores (and its disk, about 270 MB/s) more than by the "
-        "connections. This build spends about 2 s starting Snakemake before its first request, a fixed cost that "
+        f"On the {os.cpu_count()} cores of this machine, all three may be bound by the CPU (and the disk) more than "
+        "by the connections. This build spends about 2 s starting Snakemake before its first request (see "
+        "--timeline), a fixed cost that "
         "files of a few hundred MB do not hide (Mirage's real darks are 1.4 to 6 GB compressed); on bytes it is "
         "cheaper than curl | pigz: zlib-ng's inflate, the CRC-32 gunzipping needs anyway instead of a second "
         "digest of the unpacked bytes, and of the compressed bytes only those since the last resume point "
@@ -418,13 +589,13 @@ def report(args, pair: list[dict], table: dict, dry: list[tuple[int, float]], bi
     return "\n".join(lines) + "\n"
 
 
-def segments_report(args, one: list[dict], shape: dict | None) -> str:
-    ours, aria, single, floor = one
+def segments_report(args, slow: list[dict], one: list[dict], shape: dict | None) -> str:
+    ours, aria, single, floor = one[:4]
     wire = ours["compressed"] / (8 * args.rate_mb * 1e6)
     lines = [
         "## Segmented downloads",
         "",
-        f"Measured on {time.strftime('%Y-%m-%d')}, on this project's 2-core machine (all rows of a table come "
+        f"Measured on {time.strftime('%Y-%m-%d')}, on {args.machine} (all rows of a table come "
         "from one run, back to back; each measured run starts from an emptied page cache with the served files "
         "read back into it), with:",
         "",
@@ -454,9 +625,32 @@ def segments_report(args, one: list[dict], shape: dict | None) -> str:
         f"8 x {args.rate_mb} MB/s, is {wire:.1f} s; the build's wall time includes Snakemake's start and end "
         f"({ours['wall'] - (ours['download'] or ours['wall']):.1f} s here). The last row is this machine's floor: "
         "the same build "
-        f"from the same server without its rate cap ({floor['wall']:.1f} s: unpacking, writing and serving on two "
-        f"cores); capped, the build takes {ours['wall'] / max(floor['wall'], wire):.2f}x the larger of that floor "
-        "and the wire's limit.",
+        f"from the same server without its rate cap ({floor['wall']:.1f} s: unpacking, writing and serving on "
+        f"{os.cpu_count()} cores); capped, the build takes {ours['wall'] / max(floor['wall'], wire):.2f}x the larger "
+        "of that floor and the wire's limit.",
+    ]
+    ours, aria = slow[:2]
+    wire = ours["compressed"] / (8 * args.slow_rate_mb * 1e6)
+    lines += [
+        "",
+        f"### Two darks of {args.slow_mb} MB of random bytes ({ours['compressed'] / 2e6:.0f} MB gzip each) at "
+        f"{args.slow_rate_mb} MB/s per connection, 8 connections",
+        "",
+        "| approach | wall (s) | first request to last byte (s) | vs the wire's limit | vs aria2c + pigz | requests "
+        "| peak RSS (MB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in slow:
+        lines.append(
+            f"| {result['name']} | {result['wall']:.1f} | {result['served']:.1f} | {result['wall'] / wire:.2f}x | "
+            f"{result['wall'] / aria['wall']:.2f}x | {result['requests']} | {result['rss_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        f"The wire's limit, 8 x {args.slow_rate_mb} MB/s, is {wire:.1f} s. This build takes "
+        f"{ours['wall'] / aria['wall']:.2f}x the time of aria2c + pigz (target: at most 1.10x); its wall time "
+        f"includes Snakemake's start and end ({ours['wall'] - ours['served']:.1f} s here, against "
+        f"{aria['wall'] - aria['served']:.1f} s of aria2c's start and pigz).",
     ]
     if shape:
         lines += [
@@ -477,6 +671,22 @@ def segments_report(args, one: list[dict], shape: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def timeline_report(args, columns: dict[str, dict]) -> str:
+    lines = [
+        f"Measured on {time.strftime('%Y-%m-%d')}, on {args.machine}, median of three runs each, with:",
+        "",
+        "```bash",
+        "python bench/run.py " + " ".join(sys.argv[1:]),
+        "```",
+        "",
+        "| phase (s) | " + " | ".join(columns) + " |",
+        "| --- | " + " | ".join("---:" for _ in columns) + " |",
+    ]
+    for name in next(iter(columns.values())):
+        lines.append(f"| {name} | " + " | ".join(f"{phases[name]:.3f}" for phases in columns.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=8)
@@ -491,7 +701,8 @@ def main() -> None:
     parser.add_argument(
         "--segments",
         action="store_true",
-        help="instead: one dark vs aria2c + pigz and one curl, then the shape of nircam_linearized",
+        help="instead: two slow darks vs aria2c + pigz, one dark vs aria2c + pigz and one curl, then the shape of "
+        "nircam_linearized",
     )
     parser.add_argument(
         "--tarball-mb",
@@ -499,17 +710,41 @@ def main() -> None:
         default=[300, 400, 400, 400, 400, 200, 20],
         help="unpacked sizes of the seven tarballs",
     )
-    parser.add_argument("--no-shape", action="store_true", help="with --segments: only the one dark")
+    parser.add_argument("--no-shape", action="store_true", help="with --segments: not the shape of nircam_linearized")
+    parser.add_argument("--slow-mb", type=int, default=50, help="with --segments: size of each of two slow darks")
+    parser.add_argument("--slow-rate-mb", type=float, default=2, help="with --segments: their cap per connection")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="instead: where the seconds of a one-file build go, for this checkout and --before",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="with --timeline or --segments: another checkout's build beside this one's (e.g. a checkout of main)",
+    )
     args = parser.parse_args()
+    args.machine = machine()
     args.dir.mkdir(parents=True, exist_ok=True)
+    if args.timeline:
+        size, rate = args.size_mb * 10**6, args.rate_mb * 10**6
+        columns = {"this checkout": timeline(args.dir, size, rate, args.latency, REPO)}
+        if args.before:
+            columns = {"before": timeline(args.dir, size, rate, args.latency, args.before), **columns}
+        text = timeline_report(args, columns)
+        print(text)
+        if args.out:
+            args.out.write_text(text)
+        return
     if args.segments:
         rate = args.rate_mb * 10**6
-        one = one_dark(args.dir, args.size_mb * 10**6, rate, args.latency)
+        slow = slow_pair(args.dir, args.slow_mb * 10**6, args.slow_rate_mb * 10**6, args.latency, args.before)
+        one = one_dark(args.dir, args.size_mb * 10**6, rate, args.latency, args.before)
         shape = None
         if not args.no_shape:
             sizes = [n * 10**6 for n in args.tarball_mb]
             shape = build_shape(args.dir, args.size_mb * 10**6, sizes, rate, args.latency)
-        text = segments_report(args, one, shape)
+        text = segments_report(args, slow, one, shape)
         print(text)
         if args.out:
             args.out.write_text(text)

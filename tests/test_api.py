@@ -1,5 +1,6 @@
 """download_reffiles(), the mirage-reffiles command, and adopting Mirage's own trees."""
 
+import gc
 import re
 import shutil
 import socket
@@ -154,6 +155,7 @@ def test_download_reffiles_raises_the_documented_errors(tmp_path, server, mirror
     pinned = {"reference_table": str(mirror[2])}
     with pytest.raises(UsageError, match="unknown setting 'sigle_dark'; did you mean 'single_dark'"):
         download_reffiles(tmp_path / "a", instrument="fgs", base_url=server.url, config={**pinned, "sigle_dark": True})
+    assert gc.isenabled()  # refused before the workflow's freeze(): the caller's collector is on again
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         refused = f"http://127.0.0.1:{closed.getsockname()[1]}/"

@@ -1,9 +1,10 @@
-"""Snakemake run costs: only Snakemake's rescheduling timers are cancelled."""
+"""Snakemake run costs: only Snakemake's rescheduling timers are cancelled; the collector is held off while
+Snakemake is imported and the workflow read, and only then."""
 
 import gc
 import threading
 
-from mirage_reffiles.adapters.runtime import cancel_rescheduling_timers, settle, unsettle
+from mirage_reffiles.adapters.runtime import cancel_rescheduling_timers, freeze, hold, settle, unsettle
 
 
 class Scheduler:  # stands in for Snakemake's JobScheduler: the same method name
@@ -36,3 +37,23 @@ def test_settle_freezes_and_unsettle_gives_back():
     finally:
         unsettle()
     assert gc.get_freeze_count() == 0
+
+
+def test_hold_keeps_the_collector_off_until_the_workflow_freezes():
+    assert gc.isenabled()
+    try:
+        hold()
+        assert not gc.isenabled()
+        freeze()
+        assert gc.isenabled()
+    finally:
+        unsettle()
+    gc.disable()  # a host process that runs without it keeps it so
+    try:
+        hold()
+        freeze()
+        assert not gc.isenabled()
+    finally:
+        unsettle()
+        gc.enable()
+    assert gc.isenabled()

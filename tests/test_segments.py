@@ -81,15 +81,32 @@ def test_a_large_file_is_fetched_on_every_free_connection_and_joined_in_order(si
     assert not list((tmp_path / "data" / layout.STATE_DIR / "downloads").glob("*"))  # nothing left beside it
 
 
-def test_small_files_and_no_cap_use_one_connection(site, tmp_path, small_segments):
-    segments.BUDGET.configure(4, len(DARK_GZ) // 2)  # no more than two segments' bytes: not split
+def test_a_slow_connection_splits_a_file_and_a_fast_one_does_not(site, tmp_path, small_segments):
+    """Whether a file is split follows the time its rest takes on one connection, not its size: the
+    same 3.9 MB take about 8 s at 500 KB/s and a few ms from a server without a cap. Either way the
+    segment size would have said the opposite (split above two segments' bytes)."""
+    segments.BUDGET.configure(4, len(DARK_GZ) // 2)  # not two segments' bytes
+    with serve(site, rate=RATE) as server:
+        fetch_gzip(server.url + PATH, tmp_path / "slow", "dark", DEST, expected=expected(), policy=FAST)
+    assert len(ranges(server)) > 4  # split among the connections at hand
+    segments.BUDGET.configure(4, SEGMENT)  # fifteen segments' bytes
     with serve(site) as server:
-        fetch_gzip(server.url + PATH, tmp_path / "data", "dark", DEST, expected=expected(), policy=FAST)
+        fetch_gzip(server.url + PATH, tmp_path / "fast", "dark", DEST, expected=expected(), policy=FAST)
     assert ranges(server) == [(0, len(DARK_GZ))]
     segments.BUDGET.configure(None)
-    with serve(site) as server:
-        fetch_gzip(server.url + PATH, tmp_path / "other", "dark", DEST, expected=expected(), policy=FAST)
-    assert ranges(server) == [(0, len(DARK_GZ))]
+    with serve(site, rate=RATE * 4) as server:
+        fetch_gzip(server.url + PATH, tmp_path / "uncapped", "dark", DEST, expected=expected(), policy=FAST)
+    assert ranges(server) == [(0, len(DARK_GZ))]  # no cap: one connection per file
+
+
+def test_whether_a_split_pays():
+    """The rule itself: the time on the connections at hand, a request's cost included, against one."""
+    assert segments.pays(50_000_000, 2e6, 0.02, 8)  # 25 s against 3.1 s
+    assert not segments.pays(50_000_000, 200e6, 0.02, 8)  # 0.25 s: not worth a measuring error
+    assert not segments.pays(50_000_000, None, 0.0, 8)  # not measured yet
+    assert not segments.pays(50_000_000, 2e6, 0.02, 1)  # no connection to spare
+    assert not segments.pays(2_000_000, 2e6, 2.0, 8)  # 1 s alone, 2.1 s with a request costing 2 s
+    assert segments.pays(2_000_000, 2e6, 0.02, 2)  # 1 s alone, 0.52 s on two
 
 
 def test_a_drop_inside_a_later_segment_resumes_that_segment(site, tmp_path, small_segments):

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from mirage_reffiles.adapters import session
-from mirage_reffiles.adapters.runtime import unsettle
+from mirage_reffiles.adapters.runtime import hold, unsettle
 from mirage_reffiles.errors import RunRefused, WorkflowNotFound
 from mirage_reffiles.sources.mirage import load_table, mirage_group
 from mirage_reffiles.transfer import interrupt
@@ -96,15 +96,6 @@ def download_reffiles(
     Ctrl-C (or SIGTERM, SIGHUP) the running downloads stop at a point they
     resume from, and ``KeyboardInterrupt`` is raised once they have.
     """
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import (
-        ConfigSettings,
-        DAGSettings,
-        ExecutionSettings,
-        OutputSettings,
-        ResourceSettings,
-    )
-
     mirage_group(instrument, dark_type)  # fails fast, naming the valid choices
     directory = Path(directory).expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -133,7 +124,17 @@ def download_reffiles(
         if adoption.adopted or adoption.leftovers:
             print(adoption.describe(removed=remove_mirage_archives))
     session.QUIET = True  # errors reach the caller as exceptions, not as printed lines
+    hold()  # no garbage collection while Snakemake is imported and the workflow read (its freeze() ends this)
     try:
+        from snakemake.api import SnakemakeApi
+        from snakemake.settings.types import (
+            ConfigSettings,
+            DAGSettings,
+            ExecutionSettings,
+            OutputSettings,
+            ResourceSettings,
+        )
+
         with SnakemakeApi(OutputSettings()) as api:
             workflow_api = api.workflow(
                 resource_settings=ResourceSettings(cores=cores, resources=profile["resources"]),

@@ -36,7 +36,7 @@ from mirage_reffiles.transfer.http import Expected, RetryPolicy, download
 from mirage_reffiles.transfer.partial import remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.tree import layout
-from mirage_reffiles.tree.disk import exclusive, require_free_space, write_atomically
+from mirage_reffiles.tree.disk import exclusive, require_free_space, take_final_names, write_atomically
 from mirage_reffiles.tree.door import BOOKKEEPING, Lane, is_plain_name, open_file, writable
 
 OBSERVATORY = "jwst"
@@ -213,7 +213,7 @@ def fetch_checked(url: str, final: Path, size: int, sha1sum: str, crds_path: Pat
             raise VerifyError(f"{url}: sha1 check failed: got {sink.sha1.hexdigest()}, the CRDS server says "
                               f"{sha1sum}; the bad bytes were discarded")  # fmt: skip
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(partial, final)
+        take_final_names([(partial, final)])
     return final
 
 

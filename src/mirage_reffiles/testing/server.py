@@ -74,6 +74,7 @@ class Request:
     status: int | None = None  # None until answered
     sent: int = 0  # body bytes written to the socket
     time: float = field(default_factory=time.monotonic)  # when the request arrived
+    ended: float | None = None  # when its answer was over (time.monotonic(), as ``time``)
 
 
 class MirrorServer(ThreadingHTTPServer):
@@ -139,6 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             request.status = self._serve(request, request.path, request.range)
         finally:
+            request.ended = time.monotonic()
             with self.server._lock:
                 self.server.active -= 1
         self.close_connection = True

@@ -25,7 +25,7 @@ from mirage_reffiles.transfer.http import Expected, RetryPolicy, download, is_lo
 from mirage_reffiles.transfer.partial import kept_bytes, remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.tree import layout
-from mirage_reffiles.tree.disk import exclusive, is_disk_full, require_free_space
+from mirage_reffiles.tree.disk import exclusive, is_disk_full, require_free_space, take_final_names
 from mirage_reffiles.tree.door import BOOKKEEPING, Lane, is_plain_name, open_file, writable
 from mirage_reffiles.tree.layout import tarball_member_destination
 from mirage_reffiles.tree.records import Produced, Record, claims, read_record, write_record
@@ -147,7 +147,7 @@ def fetch_gzip(
         )
         produced = Produced(destination, sink.size, sink.sha256, sink.crc32)
         write_record(mirage_data, Record(file_id, url, size, sha256, [produced]))
-        os.replace(sink.path, final)
+        take_final_names([(sink.path, final)])
         _finish_download(mirage_data, partial, kept_archive)
     return final
 
@@ -228,7 +228,7 @@ def download_archive(
         partial = writable(mirage_data, layout.temporary_path(output), Lane(own=()))
         check = GunzipSink(None, near=partial)
         _receive_checked(url, partial, check, file_id, expected, policy, 1, output.name, log, False, mirrors)
-        os.replace(partial, output)
+        take_final_names([(partial, output)])
     return output
 
 

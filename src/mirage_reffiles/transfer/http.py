@@ -365,6 +365,8 @@ def _receive(url, store, policy, progress, reserve, sleep, log, segments=None, f
                 if done == total:
                     return done, total, digest
             with nullcontext() if is_local(url) else BUDGET.connection():  # a local file takes no connection
+                if segments is not None:
+                    segments.asking()
                 response, start, total = open_from(url, done, policy)
                 if response is None:
                     return done, total, digest
@@ -395,7 +397,7 @@ def _receive(url, store, policy, progress, reserve, sleep, log, segments=None, f
                             break
                         if segments is not None:
                             chunk = chunk[: segments.limit(done, len(chunk))]
-                            segments.spawn()
+                            segments.arrived(len(chunk))  # measures the wire; lends spare slots when that pays
                         take(chunk)
                         pace.update(len(chunk))
             if segments is not None and segments.hands_over(done):

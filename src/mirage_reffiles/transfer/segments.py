@@ -4,10 +4,14 @@ One connection per file is fast while as many files as connections run at
 once, not in a build's tail (one 6 GB dark on one connection). Each HTTP
 connection of this process takes a slot of :data:`BUDGET`, sized from the
 ``downloads`` cap, so a server never sees more connections from one run
-than the cap, whatever ``--cores`` or ``--jobs`` say. A download whose
-remaining bytes exceed two segments lends the spare slots to helper
-threads: each fetches a later byte range (a *segment*, :data:`SEGMENT_SIZE`
-bytes unless :meth:`Budget.configure` sets another size) into
+than the cap, whatever ``--cores`` or ``--jobs`` say. A download lends
+the spare slots to helper threads when that saves time (see :func:`pays`):
+when what nobody fetches yet would take clearly longer on one connection,
+at the rate its own connections measure, than on the connections at hand,
+a request's cost included. So a 50 MB file on a 2 MB/s connection (25 s) is
+split and the same file at 200 MB/s (0.25 s) is not. Each helper fetches a
+later byte range (a *segment*, :data:`SEGMENT_SIZE` bytes unless
+:meth:`Budget.configure` sets another size) into
 ``<partial>.seg<start>-<end>``, beside the partial download.
 The download's own connection keeps feeding the unpacker in order; where a
 segment begins it reads that segment's file (while it grows, if need be)
@@ -42,11 +46,23 @@ from mirage_reffiles.tree.door import open_file
 
 #: Bytes of one segment: a request per 32 MB costs one round trip (about 1.6 s of transfer at 20 MB/s each).
 SEGMENT_SIZE = 32 << 20
-#: Files with no more than this many segments' bytes left are not split (64 MB: 3 s on one 20 MB/s connection).
-SPLIT_ABOVE = 2
+#: A connection's rate is measured over its first stretch of this many seconds (from its first byte)...
+MEASURE_S = 0.1
+#: ...then over each next stretch of this many.
+REMEASURE_S = 1.0
+#: The rate of a stretch weighs this much against what earlier stretches measured (the wire's rate changes as
+#: other downloads start and end).
+MEASURE_WEIGHT = 0.5
+#: A split must save at least this many seconds, and this fraction of the time on one connection: below that,
+#: a measuring error or a busy moment of the machine would cost more than it saves.
+MIN_GAIN_S = 0.25
+MIN_GAIN_SHARE = 0.25
 #: The most segments' bytes fetched ahead of the unpacker, per file: their disk use (256 MB).
 AHEAD = 8
-#: Near the unpacker and near the end of a file, segments shrink down to this fraction of a segment (4 MB).
+#: Near the unpacker and near the end of a file, segments shrink down to what a connection fetches in this many
+#: seconds (at least this many requests' cost), or to an eighth of a segment (4 MB) while no rate is measured.
+SHORTEST_S = 0.1
+SHORTEST_REQUESTS = 2
 TAIL_DIVISOR = 8
 #: How long a read or a wait may block before a stop is noticed, in seconds.
 TICK = 0.5
@@ -122,6 +138,47 @@ class Budget:
 BUDGET = Budget()
 
 
+def pays(rest: int, rate: float | None, cost: float, connections: int) -> bool:
+    """Whether ``rest`` bytes take clearly less time on ``connections`` connections than on one.
+
+    ``rate`` is what one connection moves (bytes/s; None: not measured yet)
+    and ``cost`` the seconds a request takes before its first byte.
+
+    >>> pays(50_000_000, 2e6, 0.02, 8)  # 25 s on one connection, 3.1 s on eight
+    True
+    >>> pays(50_000_000, 200e6, 0.02, 8)  # 0.25 s on one connection
+    False
+    """
+    if not rate or connections < 2:
+        return False
+    alone = rest / rate
+    shared = cost + rest / (rate * connections)
+    return alone - shared >= max(MIN_GAIN_S, MIN_GAIN_SHARE * alone)
+
+
+class Meter:
+    """One connection's flow, told to its file's :class:`Segments`: the seconds before its first byte, then
+    its rate over stretches from that byte on (the first read's bytes arrived before it: not counted)."""
+
+    def __init__(self, segments: Segments):
+        self.segments = segments
+        self.asked = time.monotonic()
+        self.since: float | None = None
+        self.bytes = 0
+
+    def arrived(self, size: int) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            self.segments.measured(cost=now - self.asked)
+            return
+        self.bytes += size
+        elapsed = now - self.since
+        if elapsed >= (MEASURE_S if self.segments.rate is None else REMEASURE_S):
+            self.segments.measured(rate=self.bytes / elapsed)
+            self.since, self.bytes = now, 0
+
+
 @dataclass
 class Segment:
     """Bytes ``start`` to ``end`` of the download, kept in ``path`` (its first ``fetched`` bytes)."""
@@ -156,9 +213,14 @@ class Segments:
         self.total: int | None = None
         self.position = 0  # where the unpacker stands
         self.stream_end = 0  # the download's own connection reads up to here
+        self.granted = 0  # and has taken, or is taking, the bytes up to here
         self.splittable = False
+        self.split = False  # a split paid once: helpers fetch on to the end
         self.stopping = False
         self.served: dict[str, int] = {}  # bytes fetched by helpers, per source
+        self.rate: float | None = None  # bytes/s of one of its connections, as measured (see Meter)
+        self.cost = 0.0  # seconds before a request's first byte, as measured
+        self._meter: Meter | None = None  # the own connection's
 
     # The download's own side.
 
@@ -192,6 +254,32 @@ class Segments:
         later = [start for start in self._by_start if start > done]
         self.stream_end = min([done + self._length(done), self.total, *later])
 
+    def asking(self) -> None:
+        """The own connection sends a request: measure it anew."""
+        self._meter = Meter(self)
+
+    def arrived(self, size: int) -> None:
+        """``size`` bytes came on the own connection (taken up to :attr:`granted`): measure, and lend spare
+        slots when that pays. Once the first rate is known, the own connection's first stretch (sized before
+        it was) shrinks to what that rate fetches soon, so that helpers take the rest of it."""
+        first = self.rate is None
+        if self._meter is not None:
+            self._meter.arrived(size)
+        if first and self.rate is not None and self.splittable and self.total is not None:
+            with self._cond:
+                taken = max(self.granted, self.position)
+                self.stream_end = min(self.stream_end, taken + self._length(taken))
+        self.spawn()
+
+    def measured(self, rate: float | None = None, cost: float | None = None) -> None:
+        """A connection of this file measured its ``rate`` or a request's ``cost``; a rate weighs
+        :data:`MEASURE_WEIGHT` against the earlier ones."""
+        with self._cond:
+            if cost is not None:
+                self.cost = cost
+            if rate is not None:
+                self.rate = rate if self.rate is None else MEASURE_WEIGHT * rate + (1 - MEASURE_WEIGHT) * self.rate
+
     def limit(self, done: int, size: int) -> int:
         """How many of ``size`` bytes arriving at ``done`` on the own connection to take (fewer: a segment begins)."""
         with self._cond:
@@ -200,9 +288,11 @@ class Segments:
                 return size
             while done + size > self.stream_end and self.stream_end < self.total:
                 if not self._absorb(self.stream_end):
+                    self.granted = self.stream_end
                     return self.stream_end - done
                 later = [start for start in self._by_start if start > self.stream_end]
                 self.stream_end = min([self.stream_end + self._length(self.stream_end), self.total, *later])
+            self.granted = done + size
             return size
 
     def _absorb(self, start: int) -> bool:
@@ -256,6 +346,7 @@ class Segments:
                     done += len(block)
             with self._cond:
                 del self._by_start[segment.start]
+                self.position = done  # together: its bytes are never a gap to fetch again
             self._read(segment, done)
         with self._cond:
             self.position = done
@@ -283,19 +374,23 @@ class Segments:
             thread.start()
 
     def _length(self, start: int) -> int:
-        """How many bytes from ``start`` on one connection takes: a segment, or less (down to an eighth of one)
-        where it matters that they arrive soon. Near the start of a file (a quarter of the offset), so that the
-        unpacker has bytes to unpack in order while the connections ramp up; and near its end, where what is
-        left is shared among the connections, so that they finish together instead of one or two fetching
-        the last full segments alone."""
+        """How many bytes from ``start`` on one connection takes: a segment, or less (down to
+        :data:`SHORTEST_S` of the wire) where it matters that they arrive soon. Near the start of a file (a
+        quarter of the offset), so that the unpacker has bytes to unpack in order while the connections ramp
+        up; and near its end, where what is left is shared among the connections, so that they finish
+        together instead of one or two fetching the last full segments alone."""
         size = BUDGET.segment_size
         share = -(-max(0, (self.total or 0) - start) // (BUDGET.cap or 1))
-        return min(size, max(size // TAIL_DIVISOR, min(start // 4, share)))
+        shortest = size // TAIL_DIVISOR
+        if self.rate:
+            shortest = int(self.rate * max(SHORTEST_S, SHORTEST_REQUESTS * self.cost))
+        return min(size, max(shortest, min(start // 4, share)))
 
     def _claim(self) -> Segment | None:
-        """The next segment for a helper (under the lock): one left unfinished, else a new one past the others."""
+        """The next segment for a helper (under the lock), when a split pays: one left unfinished, else a new one
+        at the first bytes past the unpacker and the own connection's stretch that no segment holds."""
         size = BUDGET.segment_size
-        if self.total is None or self.total - self.position <= SPLIT_ABOVE * size or not self.sources:
+        if self.total is None or not self.sources or not self._pays():
             return None
         limit = self.position + AHEAD * size
         for segment in sorted(self._by_start.values(), key=lambda s: s.start):
@@ -304,21 +399,42 @@ class Segments:
                     return None
                 segment.helper = True
                 return segment
-        start = max([self.stream_end, *(s.end for s in self._by_start.values())])
+        start = max(self.stream_end, self.position)  # the first byte past both that no segment holds
+        for segment in sorted(self._by_start.values(), key=lambda s: s.start):
+            if segment.start > start:
+                break
+            start = max(start, segment.end)
         if start >= min(limit, self.total):
             return None
-        end = min(start + self._length(start), self.total)
+        later = [s.start for s in self._by_start.values() if s.start > start]
+        end = min(start + self._length(start), self.total, *later)
         path = segment_path(self.partial, start, end)
         path.touch()
         segment = self._by_start[start] = Segment(start, end, path, helper=True)
         return segment
+
+    def _pays(self) -> bool:
+        """Whether one more connection (the caller's slot) saves time on what no helper fetches yet (under the
+        lock): what the own connection would fetch alone, its own stretch included. Once it did, the rest is
+        shared down to the shortest segments, as they finish together.
+
+        At hand: the own connection, the helpers fetching, the caller's and the free slots of the cap."""
+        if self.split:  # split already: its tail is shared so that the connections finish together
+            return True
+        covered = 0  # bytes past the unpacker that segments hold or their helpers are fetching
+        for s in self._by_start.values():
+            covered += max(0, (s.end if s.helper else s.start + s.fetched) - max(s.start, self.position))
+        helpers = sum(s.helper for s in self._by_start.values())
+        at_hand = 2 + helpers + max(0, (BUDGET.cap or 0) - BUDGET.used)
+        self.split = pays(self.total - self.position - covered, self.rate, self.cost, at_hand)
+        return self.split
 
     def _help(self, segment: Segment, source: str) -> None:
         """A helper: fetch segments into their files while the cap has room for it."""
         try:
             while segment is not None:
                 try:
-                    self.fetch_range(source, segment, self._wrote(segment, source), lambda: self.stopping)
+                    self.fetch_range(source, segment, self._wrote(segment, source, Meter(self)), lambda: self.stopping)
                 except Interrupted:
                     return
                 except FetchError as error:
@@ -339,8 +455,9 @@ class Segments:
         finally:
             BUDGET.release()
 
-    def _wrote(self, segment: Segment, source: str) -> Callable[[int], None]:
+    def _wrote(self, segment: Segment, source: str, meter: Meter) -> Callable[[int], None]:
         def wrote(size: int) -> None:
+            meter.arrived(size)
             with self._cond:
                 segment.fetched += size
                 self.served[source] = self.served.get(source, 0) + size

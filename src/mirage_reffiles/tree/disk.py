@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
@@ -78,12 +78,34 @@ def exclusive(lock_file: Path, what: str, log: TextIO | None = None) -> Iterator
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _sync(path: Path, flags: int = os.O_RDONLY) -> None:
+    descriptor = os.open(path, flags | os.O_NOFOLLOW)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def take_final_names(moves: Iterable[tuple[Path, Path]]) -> None:
+    """Rename each ``(staged, final)`` pair once the staged file's bytes are on disk, then make the
+    renames themselves durable: after a crash of the machine (not only of this process) a file
+    under its final name is whole. The bytes are synced before any rename, so a crash between
+    renames leaves whole files, some still at their staged names (docs/benchmarks.md: the cost)."""
+    moves = list(moves)
+    for staged, _ in moves:
+        _sync(staged)
+    for staged, final in moves:
+        os.replace(staged, final)
+    for folder in dict.fromkeys(final.parent for _, final in moves):
+        _sync(folder, os.O_DIRECTORY)
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` in one step, through a temporary name no other run uses."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
         handle.write(text)
     try:
-        os.replace(handle.name, path)
+        take_final_names([(Path(handle.name), path)])
     finally:
         Path(handle.name).unlink(missing_ok=True)  # gone already, unless the rename failed

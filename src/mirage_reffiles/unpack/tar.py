@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
 import tarfile
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from typing import TextIO
 from mirage_reffiles.errors import UnpackError
 from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.transfer.progress import Progress
-from mirage_reffiles.tree.disk import require_free_space
+from mirage_reffiles.tree.disk import require_free_space, take_final_names
 from mirage_reffiles.tree.door import Lane, open_file, writable
 from mirage_reffiles.tree.layout import tarball_member_destination
 from mirage_reffiles.tree.records import Produced
@@ -132,6 +131,6 @@ def move_into_place(staging: Path, root: Path, files: list[Produced], lane: Lane
     one filesystem, so each file appears whole.
     """
     targets = [writable(root, item.path, lane, error=UnpackError, what=f"member {item.path!r}") for item in files]
-    for item, target in zip(files, targets, strict=True):
+    for target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / item.path, target)
+    take_final_names((staging / item.path, target) for item, target in zip(files, targets, strict=True))
