@@ -10,11 +10,14 @@ import sys
 import tarfile
 
 import pytest
+import yaml
 
 from conftest import REPO
 from mirage_reffiles.adapters.envfile import simulation_environment
+from mirage_reffiles.adapters.settings import check_config
 from mirage_reffiles.errors import Outdated, UnpackError, VerifyError
 from mirage_reffiles.sources import vega, webbpsf
+from mirage_reffiles.sources.catalog import Catalog
 from mirage_reffiles.testing.server import Fault, serve
 from mirage_reffiles.testing.simulation import (
     STPSF_PATH,
@@ -198,3 +201,15 @@ def test_without_astropy_the_vega_target_is_refused():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert "astropy is not installed" in result.stdout and "mirage-reffiles[simulation]" in result.stdout
+
+
+def test_the_catalog_groups_what_a_simulation_reads(tmp_path):
+    schema = yaml.safe_load((REPO / "config/schemas/config.schema.yaml").read_text())
+    config = check_config({"instrument": "niriss", "webbpsf": True, "crds_path": str(tmp_path)}, schema)
+    catalog = Catalog(config, REPO, tmp_path / "mirage_data")
+    simulation = catalog.selections["simulation"]
+    assert set(simulation.source) == {"mirage", "grism", "webbpsf", "vega"}  # CRDS's once its plan is made
+    assert set(simulation.instrument) - {""} == {"niriss"}
+    assert "webbpsf_data" in catalog.selections["all"].index and "vega" not in catalog.selections["all"].index
+    assert list(catalog.selections["vega"].index) == ["vega"]
+    assert catalog.simulation_environment() == {}  # nothing is in place yet
