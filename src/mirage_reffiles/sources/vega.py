@@ -147,13 +147,15 @@ def check_spectrum(path: Path, url: str) -> None:
 
 
 def _into_cache(cache: Path, key: str, path: Path) -> str:
-    """Put ``path`` into the astropy cache ``cache`` under ``key``, as a separate process with only
-    ``ASTROPY_CACHE_DIR`` set; returns where astropy then finds it."""
+    """Put ``path`` into the astropy cache ``cache`` under ``key``, in a separate process that finds its
+    cache as a simulation will, by ``ASTROPY_CACHE_DIR``; returns where astropy then finds the entry."""
     environment = {**os.environ, CACHE_VARIABLE: str(cache)}
     environment.pop("XDG_CACHE_HOME", None)
-    result = subprocess.run(
-        [sys.executable, "-c", _IMPORT, key, str(path)], env=environment, capture_output=True, text=True
-    )
+    try:
+        result = subprocess.run([sys.executable, "-c", _IMPORT, key, str(path)], env=environment,
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise FetchError(f"astropy did not put {key} into its cache {cache} within 300 s") from None
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
         raise FetchError(f"astropy could not put {key} into its cache {cache}: {last}")
@@ -166,9 +168,10 @@ def _into_cache(cache: Path, key: str, path: Path) -> str:
 # Run by _into_cache: the public API only, and the same lookup synphot makes (no network: it is cached).
 _IMPORT = """
 import json, sys
-from astropy.utils.data import download_file, import_file_to_cache
+from astropy.utils.data import conf, download_file, import_file_to_cache
 import_file_to_cache(sys.argv[1], sys.argv[2], remove_original=False)
-print(json.dumps(download_file(sys.argv[1], cache=True)))
+with conf.set_temp("allow_internet", False):  # a miss fails at once
+    print(json.dumps(download_file(sys.argv[1], cache=True)))
 """
 
 
