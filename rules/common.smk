@@ -192,10 +192,7 @@ def fetch_request(row, archive="", download_only=False):
         file_id=row.file_id,
         archive=row.archive,
         destination=row.destination,
-        expected=Expected(
-            size=int(row.size_bytes) if row.size_exact == "true" else None,
-            sha256=row.sha256 or None,
-        ),
+        expected=Expected.of_row(row),
         kept_archive=layout.kept_archive_path(MIRAGE_DATA, row.path) if keep else None,
         download_to=(
             Path(DOWNLOADED.format(server_path=row.path)) if download_only else None

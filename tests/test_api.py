@@ -1,11 +1,13 @@
 """download_reffiles(), the mirage-reffiles command, and adopting Mirage's own trees."""
 
 import gc
+import gzip
 import re
 import shutil
 import socket
 import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +15,10 @@ from conftest import Snakemake, expected_tree, tree
 from mirage_reffiles import download_reffiles
 from mirage_reffiles.api import profile_settings, workflow_dir
 from mirage_reffiles.errors import ServerUnreachable, SpaceError, UsageError
-from mirage_reffiles.sources.mirage import load_table, select
+from mirage_reffiles.sources.mirage import as_rows, load_table, select
+from mirage_reffiles.tree.adopt import adopt_mirage_tree
 from mirage_reffiles.tree.layout import record_path, tarball_member_destination
+from mirage_reffiles.tree.verify import check_file
 
 
 def test_download_reffiles_builds_what_the_command_line_builds(tmp_path, server, mirror, monkeypatch):
@@ -143,6 +147,39 @@ def test_a_tree_from_mirages_downloader_is_adopted(tmp_path, server, mirror, cap
     assert server.requests == []
     assert list(tmp_path.rglob("*.gz")) == []
     assert "were removed" in capsys.readouterr().out
+
+
+def test_adoption_holds_to_the_table_and_removes_only_the_copies_it_adopted(tmp_path, mirror):
+    table = load_table(mirror[2])
+    rows = select(table, {"instrument": ["fgs"], "dark_type": ["linearized"]}, {})
+    mirage_made_tree(tmp_path, mirror, rows)
+    mirage_data = tmp_path / "mirage_data"
+    darks = [mirage_data / destination for destination in rows[rows.kind == "dark"].destination]
+    # A dark Mirage kept no .gz of, cut short: the table pins its exact size.
+    darks[0].with_name(darks[0].name + ".gz").unlink()
+    darks[0].write_bytes(darks[0].read_bytes()[:-100])
+    # A dark and its .gz, whole and matching each other, but of a shorter file than the table pins.
+    short = darks[1].read_bytes()[:-100]
+    darks[1].write_bytes(short)
+    darks[1].with_name(darks[1].name + ".gz").write_bytes(gzip.compress(short))
+    # A tarball Mirage kept whole, one of whose members is not in the tree.
+    library = rows[rows.kind != "dark"].iloc[0]
+    (mirage_data / next(iter(mirror[1][library.file_id]))).unlink()
+    copies = sorted(tmp_path.rglob("*.gz"))
+
+    adoption = adopt_mirage_tree(tmp_path, table, "http://127.0.0.1:9/", remove_archives=True)
+    ids = rows.set_index("destination").file_id
+    refused = {ids[darks[0].relative_to(mirage_data).as_posix()], ids[darks[1].relative_to(mirage_data).as_posix()]}
+    assert set(adoption.rejected) == refused | {library.file_id}
+    assert len(adoption.adopted) == len(rows) - 3
+    tree_rows = as_rows(table, mirage_data, ["http://127.0.0.1:9/"])
+    for file_id in adoption.rejected:  # to be fetched again: nothing vouches for them
+        assert check_file(tree_rows.loc[file_id], with_contents=True).status == "missing"
+    assert not darks[0].exists() and not darks[1].exists()
+    kept = [darks[1].with_name(darks[1].name + ".gz"), tmp_path / Path(library.path).name]
+    assert sorted(tmp_path.rglob("*.gz")) == sorted(kept)  # the copies of what was adopted, and only they, removed
+    assert len(adoption.removed) == len(copies) - 2
+    assert "2 archive copies" in adoption.describe(removed=True) and "were not adopted" in adoption.describe(True)
 
 
 def test_download_reffiles_applies_the_whole_workflow_profile():

@@ -220,7 +220,7 @@ def test_truncated_gzip_is_caught(site, mirage_data, cut):
     ("expected", "message"),
     [
         (Expected(sha256="0" * 64), "sha256 check failed"),
-        (Expected(size=len(DARK_GZ) + 1), f"size check failed: received {len(DARK_GZ)} bytes, the table says"),
+        (Expected(size=len(DARK_GZ) + 1), f"size check failed: the server announces {len(DARK_GZ):,} bytes, the table"),
     ],
 )
 def test_table_checks_discard_bad_bytes(site, mirage_data, expected, message):

@@ -108,7 +108,7 @@ def test_a_keep_archives_tree_served_over_http_is_a_mirror(snakemake, server, mi
         ("all", {"instrument": "nircam,miri"}, ["unknown instrument 'miri'", "nircam, niriss, fgs"]),
         ("all", {"dark_type": "cooked"}, ["dark_type", "'cooked' is not one of linearized, raw, both"]),
         ("all", {"single_darks": True}, ["unknown setting 'single_darks'", "did you mean 'single_dark'"]),
-        ("all", {"retries": -1}, ["retries", "-1 is less than the minimum of 0"]),
+        ("all", {"retries": -1}, ["retries", "-1 is out of range; it must be at least 0 and at most 1000"]),
     ],
 )
 def test_bad_input_fails_before_any_download(snakemake, server, target, config, words):

@@ -16,7 +16,7 @@ import yaml
 
 from mirage_reffiles.adapters import session
 from mirage_reffiles.adapters.runtime import hold, unsettle
-from mirage_reffiles.errors import RunRefused, WorkflowNotFound
+from mirage_reffiles.errors import RunRefused, UsageError, WorkflowNotFound
 from mirage_reffiles.sources.mirage import load_table, mirage_group
 from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.transfer.http import as_base_urls
@@ -88,7 +88,7 @@ def download_reffiles(
 
     Raises, before anything is downloaded: :class:`~mirage_reffiles.errors.UsageError`
     (a ``ValueError``) naming the valid choices for a bad instrument, dark
-    type or setting; :class:`~mirage_reffiles.errors.SpaceError` when the
+    type, setting, ``cores`` or ``directory`` (a file); :class:`~mirage_reffiles.errors.SpaceError` when the
     build does not fit (``config={"ignore_free_space": True}`` starts it
     anyway); :class:`~mirage_reffiles.errors.ServerUnreachable` when
     ``base_url`` cannot be reached. A failed download ends it with
@@ -97,7 +97,11 @@ def download_reffiles(
     resume from, and ``KeyboardInterrupt`` is raised once they have.
     """
     mirage_group(instrument, dark_type)  # fails fast, naming the valid choices
+    if not isinstance(cores, int) or cores < 1:
+        raise UsageError(f"cores is how many jobs run at once: a whole number, at least 1 (not {cores!r})")
     directory = Path(directory).expanduser().resolve()
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory} is a file, not a folder; give the folder to download into")
     directory.mkdir(parents=True, exist_ok=True)
     mirage_data = directory / "mirage_data"
     workflow = workflow_dir()

@@ -57,6 +57,8 @@ def begin(verbose: bool, interval: float, main: bool = True) -> Display:
 
 def _before_jobs(signum, frame):
     """A stop signal while the workflow is read or its jobs planned: nothing is being fetched."""
+    if interrupt.STOP.is_set():
+        _end_now(signum)  # a cluster job's download that did not stop at the first
     interrupt.STOP.set()
     if BOARD.running():  # a cluster job's download (no onstart there): it stops at its next read
         return
@@ -86,13 +88,30 @@ def _on_signal(scheduler):
     def handler(signum, frame):
         global _stopped_by
         if interrupt.STOP.is_set():
-            return  # asked again: the downloads are already stopping
+            _end_now(signum)  # asked again: whatever is still running, the run ends here
         _stopped_by = signal.Signals(signum).name
         interrupt.STOP.set()
         if scheduler is not None:
             scheduler.exit_gracefully()  # schedule nothing more; wait for the running jobs, which stop now
 
     return handler
+
+
+def _end_now(signum: int) -> None:
+    """A second stop signal: end the process at once, even while a job or Snakemake does not return.
+
+    Nothing is lost: every file takes its final name only once whole and
+    checked, and what a download fetched is on disk to resume from (as after
+    ``kill -9``).
+    """
+    with contextlib.suppress(OSError):  # standard error may be a closed pipe
+        print(
+            f"Stopped on {signal.Signals(signum).name}, asked twice: ending now without waiting for the downloads;"
+            " the bytes fetched are kept. Run the same command again to continue.",
+            file=sys.stderr,
+            flush=True,
+        )
+    os._exit(128 + signum)
 
 
 def start(workflow) -> None:

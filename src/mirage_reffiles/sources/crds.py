@@ -16,13 +16,16 @@ import csv
 import datetime
 import gzip
 import hashlib
+import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,8 +33,9 @@ from pathlib import Path
 from typing import TextIO
 
 from mirage_reffiles.adapters.envfile import SERVERLESS_URL
-from mirage_reffiles.errors import FetchError, ServerUnreachable, UsageError, VerifyError
+from mirage_reffiles.errors import FetchError, ServerUnreachable, TransientError, UsageError, VerifyError
 from mirage_reffiles.sources import rows
+from mirage_reffiles.transfer.clock import Clock
 from mirage_reffiles.transfer.http import Expected, RetryPolicy, download
 from mirage_reffiles.transfer.partial import remove_partial
 from mirage_reffiles.transfer.progress import Progress
@@ -144,34 +148,79 @@ def describe(mode: dict[str, str]) -> str:
 # --- The server: JSON-RPC and downloads -------------------------------------------------
 
 
-def rpc(server_url: str, method: str, *params, timeout: float = 60.0):
-    """The result of one CRDS JSON-RPC call; the server's error as :class:`UsageError`."""
+def rpc(server_url: str, method: str, *params, timeout: float = 60.0, expect: type = object):
+    """The result of one CRDS JSON-RPC call, which must be an ``expect``; the whole call (connecting,
+    the answer) takes ``timeout`` seconds at most.
+
+    The server's own error is a :class:`UsageError`; no answer in time is
+    :class:`ServerUnreachable`; an answer this build cannot read is a
+    :class:`FetchError` naming the server and the method.
+    """
     url = f"{server_url.rstrip('/')}/json/{method}/mirage-reffiles-{uuid.uuid4()}/"
     body = json.dumps({"jsonrpc": "1.0", "method": method, "params": list(params), "id": 1}).encode()
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as error:
+        with Clock(timeout, f"answer to {method}") as clock, clock.open(request, timeout) as response:
+            text = response.read()
+    except (urllib.error.URLError, OSError, http.client.HTTPException, TransientError) as error:
         reason = getattr(error, "reason", error)
         raise ServerUnreachable(f"the CRDS server {server_url} did not answer {method}: {reason}") from None
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        raise _malformed(server_url, method, f"{text[:40]!r}, not JSON") from None
+    if not isinstance(answer, dict):
+        raise _malformed(server_url, method, f"a JSON {_kind(answer)} where an object was expected")
     if answer.get("error"):
         error = answer["error"]
         message = error.get("message", error) if isinstance(error, dict) else error
         raise UsageError(f"the CRDS server {server_url} refused {method}: {message}")
     result = answer.get("result")
     if isinstance(result, dict) and "crds_encoded" in result:
-        result = json.loads(gzip.decompress(base64.b64decode(result["crds_payload"])))
+        try:
+            result = json.loads(gzip.decompress(base64.b64decode(result["crds_payload"], validate=True)))
+        except (KeyError, TypeError, ValueError, OSError, EOFError, zlib.error) as error:
+            what = f"an unreadable crds_payload ({error or type(error).__name__})"
+            raise _malformed(server_url, method, what) from None
+    if not isinstance(result, expect):
+        raise _malformed(server_url, method, f"a {_kind(result)} where a {_kind(expect())} was expected")
     return result
+
+
+def _kind(value) -> str:
+    """The JSON name of ``value``'s type."""
+    names = {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
+    return names.get(type(value), "null" if value is None else type(value).__name__)
+
+
+def _malformed(server_url: str, method: str, what: str) -> FetchError:
+    return FetchError(f"the CRDS server {server_url} answered {method} with {what}; "
+                      "check that crds_server_url names a CRDS server")  # fmt: skip
+
+
+def server_folder(server_url: str, key: str) -> str:
+    """The server's URL of a folder (``mapping_url``, ``reference_url``) for JWST, from ``get_server_info``."""
+    folders = rpc(server_url, "get_server_info", expect=dict).get(key)
+    folder = folders.get(OBSERVATORY) if isinstance(folders, dict) else None
+    if not isinstance(folder, str) or not folder.startswith(("http://", "https://")):
+        raise _malformed(server_url, "get_server_info", f"no {key} for {OBSERVATORY} (it says {folders!r:.60})")
+    return folder
 
 
 def file_info(server_url: str, names: list[str]) -> dict[str, dict]:
     """``{name: {"size": int, "sha1sum": str}}`` from the server; a file it does not know is an error."""
-    info = rpc(server_url, "get_file_info_map", OBSERVATORY, names, ["size", "sha1sum"])
+    info = rpc(server_url, "get_file_info_map", OBSERVATORY, names, ["size", "sha1sum"], expect=dict)
     unknown = [name for name in names if not isinstance(info.get(name), dict)]
     if unknown:
         raise UsageError(f"the CRDS server {server_url} has no file {', '.join(unknown[:5])}")
-    return {name: {"size": int(info[name]["size"]), "sha1sum": info[name]["sha1sum"]} for name in names}
+    checked = {}
+    for name in names:
+        size, sha1sum = info[name].get("size"), info[name].get("sha1sum")
+        if not re.fullmatch(r"\d{1,15}", str(size)) or not re.fullmatch(r"[0-9a-fA-F]{40}", str(sha1sum)):
+            what = f"size {size!r:.30} and sha1sum {sha1sum!r:.50} for {name}"
+            raise _malformed(server_url, "get_file_info_map", what)
+        checked[name] = {"size": int(size), "sha1sum": sha1sum}
+    return checked
 
 
 class Sha1Sink:
@@ -259,15 +308,17 @@ def fill_mappings(crds_path: Path, server_url: str, context: str, policy: RetryP
                   log: TextIO | None = None) -> list[str]:  # fmt: skip
     """Fetch every mapping of ``context`` (checked) and write the cache's config files; returns their names."""
     try:
-        names = rpc(server_url, "get_mapping_names", context)
+        names = rpc(server_url, "get_mapping_names", context, expect=list)
     except UsageError:
         names = []
+    if not all(isinstance(name, str) for name in names):
+        raise _malformed(server_url, "get_mapping_names", "names that are not all strings")
     if not names or context not in names:
         raise UsageError(f"the CRDS server {server_url} has no context {context!r}; pick one it has"
                          " (https://jwst-crds.stsci.edu lists them) as crds_context")  # fmt: skip
     _require_plain_names(server_url, "get_mapping_names", names)
     info = file_info(server_url, names)
-    mapping_url = rpc(server_url, "get_server_info")["mapping_url"][OBSERVATORY]
+    mapping_url = server_folder(server_url, "mapping_url")
     folder = Path(crds_path) / "mappings" / OBSERVATORY
 
     def fetch_one(name: str) -> Path:
@@ -423,7 +474,7 @@ def _references(server_url: str, context: str, modes: list[dict[str, str]], answ
     info = file_info(server_url, sorted(instruments))
     references = [Reference(name, instruments[name], info[name]["size"], info[name]["sha1sum"])
                   for name in sorted(instruments)]  # fmt: skip
-    reference_url = rpc(server_url, "get_server_info")["reference_url"][OBSERVATORY]
+    reference_url = server_folder(server_url, "reference_url")
     return reference_url, references
 
 
@@ -433,9 +484,7 @@ def server_best_references(server_url: str, context: str, modes: list[dict[str, 
     answers = []
     for mode in modes:
         header = {"DATE-OBS": today, "TIME-OBS": "00:00:00", **mode}
-        found = rpc(server_url, "get_best_references", context, header, list(types))
-        if not isinstance(found, dict):
-            raise UsageError(f"the CRDS server {server_url} answered get_best_references with {type(found).__name__}")
+        found = rpc(server_url, "get_best_references", context, header, list(types), expect=dict)
         answers.append({kind: str(found.get(kind, "NOT FOUND (no answer)")) for kind in types})
     return answers
 

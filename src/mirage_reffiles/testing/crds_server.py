@@ -3,7 +3,8 @@
 It answers the JSON-RPC calls the real ``crds`` client (filling its own cache) and this build make
 (``POST /json/<method>/<id>/``) and serves mappings and references under
 ``unchecked_get/{mappings,references}/jwst/`` as the real server does, with
-Range requests, a request log and faults (it is a :class:`.MirrorServer`).
+Range requests, a request log and faults (it is a :class:`.MirrorServer`);
+:attr:`CrdsServer.answers` makes it answer a method with any result or body.
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ class CrdsServer(MirrorServer):
         self.RequestHandlerClass = _CrdsHandler
         self.context = context
         self.calls: list[str] = []
-        self.answers: dict[str, object] = {}  # a method's answer in place of the real one: a hostile server's
+        # A method's answer in place of the real one, a hostile server's: its result, or bytes sent as the whole body.
+        self.answers: dict[str, object] = {}
 
     def rpc_posts(self) -> list[Request]:
         return [r for r in self.requests if r.method == "POST"]
@@ -237,11 +239,13 @@ class _CrdsHandler(_Handler):
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
             method = body.get("method") or path.split("/")[1]
-            answer = {"result": self.server.call(method, body.get("params") or []), "error": None, "id": body.get("id")}
+            result = self.server.call(method, body.get("params") or [])
+            answer = {"result": result, "error": None, "id": body.get("id")}
         except (LookupError, ValueError, IndexError, TypeError) as error:
             answer = {"result": None, "error": {"message": str(error)}, "id": None}
         request.status = HTTPStatus.OK
-        self._answer(HTTPStatus.OK, {"Content-Type": "application/json"}, json.dumps(answer).encode())
+        text = answer["result"] if isinstance(answer["result"], bytes) else json.dumps(answer).encode()
+        self._answer(HTTPStatus.OK, {"Content-Type": "application/json"}, text)
         self.close_connection = True
 
 

@@ -39,7 +39,10 @@ class Fault:
     at or past that byte: a later segment); ``ignore_range`` serves the whole file whatever
     Range asks for; ``stall`` sleeps that long mid-body, once; ``drip``
     sends the body one byte every that many seconds; ``corrupt`` flips the
-    byte at that offset of every response.
+    byte at that offset of every response; ``header_drip`` sends headers
+    that never end, one byte every that many seconds, to every request
+    (with ``drop_from``, only to one whose range starts at or past that
+    byte: a segment); ``redirect`` answers 302 to that URL, every time.
     """
 
     statuses: list[int] = field(default_factory=list)
@@ -55,6 +58,8 @@ class Fault:
     stall: float | None = None
     drip: float | None = None
     corrupt: int | None = None
+    header_drip: float | None = None
+    redirect: str | None = None
 
     def encode(self, body: bytes, headers: dict[str, str]) -> bytes:
         """``body`` gzipped with its Content-Encoding label when ``content_encoding`` asks (using it up)."""
@@ -149,6 +154,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.latency:
             time.sleep(self.server.latency)
         fault = self.server.faults.get(path, Fault())
+        if fault.header_drip and (fault.drop_from is None or _range_start(requested) >= fault.drop_from):
+            self._drip_headers(fault.header_drip)
+            return HTTPStatus.OK
+        if fault.redirect is not None:
+            self._answer(HTTPStatus.FOUND, {"Location": fault.redirect})
+            return HTTPStatus.FOUND
         if fault.statuses:
             status = fault.statuses.pop(0)
             headers = {}
@@ -199,6 +210,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_body(file, start, length, fault, request)
         return status
 
+    def _drip_headers(self, interval: float) -> None:
+        """A status line, then a header that never ends, a byte every ``interval`` seconds, until the client leaves."""
+        head = b"HTTP/1.1 200 OK\r\nX-Drip: "
+        sent = 0
+        while not self._client_gone(interval):
+            try:
+                self.wfile.write(head[sent : sent + 1] or b"a")
+                self.wfile.flush()
+            except OSError:
+                return
+            sent += 1
+
     def _client_gone(self, wait: float) -> bool:
         """Wait up to ``wait`` seconds (the cap's pace), ending early, with True, when the client closes the
         connection: so ``active`` and ``peak`` count what the client holds open, not what it left."""
@@ -243,6 +266,11 @@ class _Handler(BaseHTTPRequestHandler):
                     ahead = sent / self.server.rate - (time.monotonic() - began)
                     if ahead > 0 and self._client_gone(ahead):
                         return
+
+
+def _range_start(requested: str | None) -> int:
+    match = re.fullmatch(r"bytes=(\d+)-\d*", requested or "")
+    return int(match.group(1)) if match else 0
 
 
 def _chunk_size(rate: float | None, fault: Fault) -> int:

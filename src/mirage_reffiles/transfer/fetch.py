@@ -21,7 +21,8 @@ from typing import TextIO
 
 from mirage_reffiles.errors import FetchError, Interrupted, Outdated, UnpackError, VerifyError
 from mirage_reffiles.transfer import interrupt, segments
-from mirage_reffiles.transfer.http import Expected, RetryPolicy, download, is_local, local_path
+from mirage_reffiles.transfer.bounds import Bounds, Expected
+from mirage_reffiles.transfer.http import RetryPolicy, download, is_local, local_path
 from mirage_reffiles.transfer.partial import kept_bytes, remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.tree import layout
@@ -67,9 +68,12 @@ def _row_lock(mirage_data: Path, file_id: str, log: TextIO | None, suffix: str =
     return exclusive(layout.lock_path(mirage_data, file_id + suffix), file_id, log)
 
 
-def _gunzip_sink(path: Path, resumable: bool) -> GunzipSink | ResumableGunzipSink:
-    """Gunzips into ``path``; with ``resumable``, keeping only the compressed bytes since the last resume point."""
-    return ResumableGunzipSink(path) if resumable and inflate_available() else GunzipSink(path)
+def _gunzip_sink(path: Path, resumable: bool, bounds: Bounds) -> GunzipSink | ResumableGunzipSink:
+    """Gunzips into ``path`` within ``bounds``; with ``resumable``, keeping only the compressed bytes since the
+    last resume point."""
+    if resumable and inflate_available():
+        return ResumableGunzipSink(path, check=bounds.check_unpacked)
+    return GunzipSink(path, check=bounds.check_unpacked)
 
 
 def _is_complete(mirage_data: Path, file_id: str) -> bool:
@@ -79,25 +83,28 @@ def _is_complete(mirage_data: Path, file_id: str) -> bool:
 
 
 def _receive_checked(
-    url, partial, sink, file_id, expected, policy, room_factor, what, log, fits=False, mirrors=()
+    url, partial, sink, file_id, bounds, policy, room_factor, what, log, fits=False, mirrors=()
 ) -> tuple[int, str]:
-    """Download into ``sink`` and close it; on bad bytes drop them, on a full disk say so.
+    """Download into ``sink`` within ``bounds`` and close it; on bad bytes drop them, on a full disk say so.
 
     Before the body arrives, ``room_factor`` times what is still to come
-    must be free where the bytes go. With ``fits``, what the sink unpacked
-    must begin as a FITS file does (a gzipped error page or a file gzipped
-    twice unpacks into something else).
+    must be free where the bytes go. With ``fits`` (the sink unpacked a
+    dark), it must begin as a FITS file does (a gzipped error page or a file
+    gzipped twice unpacks into something else), and have the size the table
+    pins, when it pins one.
     """
 
     def reserve(remaining: int) -> None:
         require_free_space(partial or sink.path, room_factor * remaining, file_id)
 
     try:
-        received = download(url, partial, sink, expected=expected, policy=policy, reserve=reserve, log=log,
+        received = download(url, partial, sink, bounds=bounds, policy=policy, reserve=reserve, log=log,
                             progress=Progress(file_id, stream=log), mirrors=mirrors)  # fmt: skip
         sink.close()
         if fits and not is_fits(head := head_of(sink.path)):
             raise VerifyError(f"{url}: {what} is not a FITS file (it begins {head[:16]!r}); the bytes were discarded")
+        if fits:
+            bounds.check_unpacked_total(sink.size)
         return received
     except (UnpackError, VerifyError):
         sink.discard()
@@ -133,17 +140,20 @@ def fetch_gzip(
     back), the gzip trailer is checked, and only then is the file renamed
     into place. Returns the final path. ``mirrors`` (the same file
     elsewhere) may serve segments of it (see :mod:`.transfer.segments`).
+    What arrives and what it unpacks to stay within the bounds of
+    ``expected`` (see :mod:`.transfer.bounds`).
     """
     final = writable(mirage_data, destination, Lane())
+    bounds = Bounds(expected)
     with _row_lock(mirage_data, file_id, log):
         if _is_complete(mirage_data, file_id):
             return final
         partial = _partial(url, mirage_data, file_id, "gz", kept_archive)
         unpacked = writable(mirage_data, layout.temporary_path(final), Lane())
-        sink = _gunzip_sink(unpacked, resumable=partial is not None and kept_archive is None)
+        sink = _gunzip_sink(unpacked, partial is not None and kept_archive is None, bounds)
         # The unpacked file is at least as large as the download.
         size, sha256 = _receive_checked(
-            url, partial, sink, file_id, expected, policy, 2, destination, log, fits=True, mirrors=mirrors
+            url, partial, sink, file_id, bounds, policy, 2, destination, log, fits=True, mirrors=mirrors
         )
         produced = Produced(destination, sink.size, sink.sha256, sink.crc32)
         write_record(mirage_data, Record(file_id, url, size, sha256, [produced]))
@@ -175,9 +185,13 @@ def fetch_tarball(
     sees the extracted files before any moves: it raises
     :class:`VerifyError` or :class:`UnpackError` to refuse the archive
     (whose download is then deleted), and may clear what they replace; what
-    it returns is recorded as the files' version. Returns the record's path.
+    it returns is recorded as the files' version. The download, its members
+    and its inflated stream stay within the bounds of ``expected`` (see
+    :mod:`.transfer.bounds`); an archive with no file is refused. Returns the
+    record's path.
     """
     lane = lane or Lane()
+    bounds = Bounds(expected)
     with _row_lock(mirage_data, file_id, log):
         if _is_complete(mirage_data, file_id):
             return layout.record_path(mirage_data, file_id)
@@ -185,10 +199,11 @@ def fetch_tarball(
         staging = writable(mirage_data, layout.staging_dir(mirage_data, file_id), BOOKKEEPING, is_dir=True)
         # Unpacked once complete: extracting checks the gzip stream to its CRC, so it is inflated once.
         sink = ArchiveSink(partial or staging)
-        size, sha256 = _receive_checked(url, partial, sink, file_id, expected, policy, 1, file_id, log, False, mirrors)
+        size, sha256 = _receive_checked(url, partial, sink, file_id, bounds, policy, 1, file_id, log, False, mirrors)
         archive = partial or local_path(url)
         try:
-            members = extract_tarball(archive, staging, log, size=unpacked_size_hint(archive), lane=lane, rename=rename)
+            members = extract_tarball(archive, staging, log, size=unpacked_size_hint(archive), lane=lane,
+                                      rename=rename, bounds=bounds)  # fmt: skip
             version = accept(staging, members) if accept is not None else None
             # The first row to land keeps a path: the claims are read, and the members moved, one run at a time.
             with exclusive(layout.lock_path(mirage_data, CLAIMS_LOCK), file_id, log):
@@ -221,13 +236,16 @@ def download_archive(
     mirrors: tuple[str, ...] = (),
 ) -> Path:
     """Download a ``.gz`` or ``.tar.gz`` file as it is to ``output``, checked
-    (size, SHA-256, gzip CRC) but not unpacked: for a host that downloads
-    while other machines unpack."""
+    (size, SHA-256, gzip CRC, and the bounds of ``expected``: a tarball's stream
+    as :func:`fetch_tarball` bounds it) but not unpacked: for a host that
+    downloads while other machines unpack."""
+    bounds = Bounds(expected)
     with _row_lock(mirage_data, file_id, log, ".download"):
         output = writable(mirage_data, output, Lane(own=()))  # into the build's own folders: archives/, .reffiles/
         partial = writable(mirage_data, layout.temporary_path(output), Lane(own=()))
-        check = GunzipSink(None, near=partial)
-        _receive_checked(url, partial, check, file_id, expected, policy, 1, output.name, log, False, mirrors)
+        tar = output.name.endswith(".tar.gz")
+        check = GunzipSink(None, near=partial, check=bounds.check_tar_stream if tar else bounds.check_unpacked)
+        _receive_checked(url, partial, check, file_id, bounds, policy, 1, output.name, log, False, mirrors)
         take_final_names([(partial, output)])
     return output
 
@@ -257,12 +275,14 @@ def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
     """Do what ``request`` asks; the file that stands for it being done is returned.
 
     Its sources (``url``, then each of ``mirrors``) are tried in order: one
-    that is unreachable, answers 404, or fails after its retries gives way
-    to the next. While all of them may serve segments of a large file, bytes
-    that fail a check (a wrong size or digest, not a FITS file, a refused
-    archive) were discarded and are fetched again from one source at a time,
-    starting with the same one: a proxy's or the network's hiccup heals, and
-    a source serving bad bytes is found out, before the error stands.
+    that fails in any way (unreachable, a 404, out of retries, a redirect
+    elsewhere than http(s), an error of any kind) gives way to the next, and
+    the last one's failure is raised as a :class:`FetchError`. While all of
+    them may serve segments of a large file, bytes that fail a check (a
+    wrong size or digest, not a FITS file, a refused archive) were discarded
+    and are fetched again from one source at a time, starting with the same
+    one: a proxy's or the network's hiccup heals, and a source serving bad
+    bytes is found out, before the error stands.
     """
     out = log or sys.stderr
     segments.BUDGET.configure(request.connections, request.segment_size)
@@ -289,10 +309,10 @@ def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
                 alone_from = f" from {url} alone" if not alone and len(sources) > 1 else ""
                 print(f"{request.file_id}: {error}; fetching it {again}{alone_from}", file=out, flush=True)
             alone = True
-        except FetchError as error:
-            failure = error
+        except Exception as error:  # whatever a source causes, the next source is tried
+            failure = error if isinstance(error, FetchError) else FetchError(f"{url}: {type(error).__name__}: {error}")
             if index + 1 < len(sources):
-                print(f"{request.file_id}: {error}; trying the next source, {sources[index + 1]}", file=out,
+                print(f"{request.file_id}: {failure}; trying the next source, {sources[index + 1]}", file=out,
                       flush=True)  # fmt: skip
             index += 1
     raise failure

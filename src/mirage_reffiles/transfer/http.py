@@ -2,9 +2,11 @@
 
 ``urllib.request`` does the HTTP: it follows redirects (the server's URLs
 are redirects), honours the usual proxy variables and speaks ``file://``.
-A read on the socket never blocks for more than :data:`TICK`: the loop
-keeps its own account of timeouts and stalls, and notices a stop asked for
-(:mod:`mirage_reffiles.transfer.interrupt`) within a tick.
+Connecting and the response headers are bound by one deadline per request,
+``connect_timeout + read_timeout`` (see :mod:`.clock`); a read of the body
+never blocks for more than :data:`.clock.TICK`: the loop keeps its own
+account of timeouts and stalls. Either way a stop asked for
+(:mod:`mirage_reffiles.transfer.interrupt`) is noticed within a tick.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Protocol, TextIO
 
 from mirage_reffiles.errors import FetchError, Interrupted, Refused, TransientError, VerifyError
 from mirage_reffiles.transfer import interrupt
+from mirage_reffiles.transfer.bounds import Bounds, Expected
+from mirage_reffiles.transfer.clock import TICK, Clock
 from mirage_reffiles.transfer.partial import NoStore, PartialStore, remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.transfer.segments import BUDGET, Segments
@@ -37,8 +41,6 @@ USER_AGENT = "mirage-reffiles"
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 #: Content types of a page, never of a reference file: an error page from the server or a proxy.
 PAGE_TYPES = frozenset({"text/html", "text/plain"})
-#: The longest one read on the socket may block, in seconds.
-TICK = 0.5
 
 
 class Sink(Protocol):
@@ -113,14 +115,6 @@ class _Pace:
             self.window_start, self.window_bytes = now, 0
 
 
-@dataclass
-class Expected:
-    """What the table knows of a file: checked before it takes its final name."""
-
-    size: int | None = None
-    sha256: str | None = None
-
-
 def as_url(location: str) -> str:
     """Turn a plain local folder or file path into a ``file://`` URL."""
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", location):
@@ -174,7 +168,7 @@ def _retry_after(headers) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _not_the_file(headers) -> str | None:
+def not_the_file(headers) -> str | None:
     """Why an HTTP answer's body is not the file's own bytes, whatever its status; None when it is."""
     encoding = (headers.get("Content-Encoding") or "identity").strip().lower()
     if encoding != "identity":
@@ -198,7 +192,8 @@ def open_from(url: str, offset: int, policy: RetryPolicy, end: int | None = None
         headers["Range"] = f"bytes={offset}-{'' if end is None else end - 1}"
     request = urllib.request.Request(url, headers=headers)
     try:
-        response = urllib.request.urlopen(request, timeout=policy.connect_timeout)
+        with Clock(policy.connect_timeout + policy.read_timeout, "answer from the server") as clock:
+            response = clock.open(request, policy.connect_timeout)
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:
             # Asked for bytes past the end: complete if the length is ours.
@@ -210,7 +205,7 @@ def open_from(url: str, offset: int, policy: RetryPolicy, end: int | None = None
         if error.code in TRANSIENT_STATUSES:
             raise TransientError(message, _retry_after(error.headers)) from None
         raise FetchError(message) from None
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
         if isinstance(reason, FileNotFoundError):
             raise FetchError(f"{url} does not exist") from None
@@ -227,7 +222,7 @@ def open_from(url: str, offset: int, policy: RetryPolicy, end: int | None = None
         response.seek(offset)
         return response, offset, total
     try:
-        if problem := _not_the_file(response.headers):
+        if problem := not_the_file(response.headers):
             raise TransientError(f"{url} {problem}")
         if status != 206:
             return response, 0, total
@@ -246,6 +241,7 @@ def download(
     sink: Sink,
     *,
     expected: Expected | None = None,
+    bounds: Bounds | None = None,
     policy: RetryPolicy | None = None,
     progress: Progress | None = None,
     reserve: Callable[[int], None] | None = None,
@@ -257,7 +253,10 @@ def download(
 
     What an earlier, interrupted run kept (see :mod:`.partial`: all the bytes,
     or a resume point and the bytes since) is fed to ``sink`` first and only
-    the rest is requested, with an HTTP Range request.
+    the rest is requested, with an HTTP Range request. ``bounds`` (by
+    default those of ``expected``; shared with the sink, which counts what it
+    unpacks) refuses a length announced past them, and stops the transfer as
+    soon as the bytes pass them (:class:`VerifyError`).
     A dropped connection, a timeout or a busy server is retried with backoff,
     resuming where the bytes stopped. Returns ``(size, sha256)`` once the byte
     count matches what the server announced and what ``expected`` says.
@@ -276,7 +275,8 @@ def download(
     connections, from ``url`` and ``mirrors`` (the same file elsewhere) in
     turn; the checks cover the joined stream.
     """
-    expected = expected or Expected()
+    bounds = bounds or Bounds(expected)
+    expected = bounds.expected
     policy = policy or RetryPolicy()
     log = log or sys.stderr
     store = NoStore(sink) if partial is None else PartialStore(partial, sink)
@@ -287,7 +287,7 @@ def download(
             source, segment, wrote, stopped, policy, segments.total), chained=store.keeps_segments)  # fmt: skip
     try:
         try:
-            done, total, digest = _receive(url, store, policy, progress, reserve, sleep, log, segments,
+            done, total, digest = _receive(url, store, bounds, policy, progress, reserve, sleep, log, segments,
                                            failover=bool(mirrors))  # fmt: skip
         finally:
             if segments is not None:
@@ -312,8 +312,8 @@ def _failed_check(done: int, total: int | None, digest, expected: Expected) -> s
     """Which check the received bytes fail; None when they pass all."""
     if total is not None and done != total:
         return f"received {done} bytes but the server announced {total}"
-    if expected.size is not None and done != expected.size:
-        return f"size check failed: received {done} bytes, the table says {expected.size}"
+    if expected.exact_size is not None and done != expected.exact_size:
+        return f"size check failed: received {done} bytes, the table says {expected.exact_size}"
     if expected.sha256 and digest.hexdigest() != expected.sha256.lower():
         return f"sha256 check failed: got {digest.hexdigest()}, the table says {expected.sha256}"
     return None
@@ -328,7 +328,7 @@ def local_path(url: str) -> Path:
     return Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
 
 
-def _receive(url, store, policy, progress, reserve, sleep, log, segments=None, failover=False):
+def _receive(url, store, bounds, policy, progress, reserve, sleep, log, segments=None, failover=False):
     """Replay what ``store`` kept into its sink, then append the rest from ``url``.
 
     With ``segments`` (see :mod:`.segments`), helpers fetch later parts of
@@ -344,6 +344,7 @@ def _receive(url, store, policy, progress, reserve, sleep, log, segments=None, f
     def take(chunk: bytes, segment: Path | None = None) -> None:
         """The next bytes of the file, from the own connection or from ``segment``'s file."""
         nonlocal done
+        bounds.check_compressed(done + len(chunk))
         store.write(chunk, segment)
         digest.update(chunk)
         sink.write(chunk)
@@ -378,6 +379,7 @@ def _receive(url, store, policy, progress, reserve, sleep, log, segments=None, f
                         digest, done, began = store.restart(), 0, 0
                         if progress is not None:
                             progress.resumed(0)
+                    bounds.announce(total)
                     if segments is not None and segments.total is None:
                         segments.started(total, response.status == 206 or _takes_ranges(response.headers))
                     if progress is not None:

@@ -140,9 +140,15 @@ def resume_offset(partial: Path) -> int:
     return _kept(partial)[2]
 
 
+def _staged_resume_path(partial: Path) -> Path:
+    """Where a resume point is written before it replaces the last (a kill may leave it)."""
+    return partial.with_name(partial.name + ".resume.new")
+
+
 def remove_partial(partial: Path) -> None:
     """Delete every file kept for ``partial``."""
     _resume_path(partial).unlink(missing_ok=True)
+    _staged_resume_path(partial).unlink(missing_ok=True)
     for piece in pieces(partial):
         piece.path.unlink(missing_ok=True)
 
@@ -263,7 +269,7 @@ class PartialStore:
             drop, keep = [*drop, keep[0]], [moved]
         state = {"sink": point, "sha256": digest.state(), "partial_start": resume, "hashed_to": done,
                  "data_start": keep[0].start if keep else resume}  # fmt: skip
-        staged = self.partial.with_name(self.partial.name + ".resume.new")
+        staged = _staged_resume_path(self.partial)
         with open_file(staged, "wb") as handle:
             handle.write(json.dumps(state).encode())
         os.replace(staged, _resume_path(self.partial))  # from here on, the files before the point's are not needed

@@ -7,15 +7,17 @@ the fix. Any HTTP answer, even an error status, means the server is there.
 
 from __future__ import annotations
 
+import http.client
 import socket
 import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 
-from mirage_reffiles.errors import ServerUnreachable
+from mirage_reffiles.errors import FetchError, Interrupted, ServerUnreachable, TransientError
+from mirage_reffiles.transfer.clock import Clock
 
-#: Seconds to wait for the server's answer before calling it unreachable.
+#: Seconds to wait for the server's answer (connecting, then its headers) before calling it unreachable.
 PROBE_TIMEOUT = 10.0
 
 
@@ -29,14 +31,19 @@ def probe(url: str, timeout: float = PROBE_TIMEOUT) -> None:
     host = urllib.parse.urlsplit(url).netloc
     request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "mirage-reffiles"})
     try:
-        urllib.request.urlopen(request, timeout=timeout).close()
+        with Clock(timeout) as clock:
+            clock.open(request, timeout).close()
+    except Interrupted:
+        raise
     except urllib.error.HTTPError:
         return  # it answered
-    except (urllib.error.URLError, OSError) as error:
-        raise ServerUnreachable(explain(host, getattr(error, "reason", error))) from None
+    except (FetchError, urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        # TransientError is the clock's: no answer in time, connected or not.
+        reason = TimeoutError() if isinstance(error, TransientError) else getattr(error, "reason", error)
+        raise ServerUnreachable(explain(host, reason, timeout)) from None
 
 
-def explain(host: str, reason: object) -> str:
+def explain(host: str, reason: object, timeout: float = PROBE_TIMEOUT) -> str:
     """What went wrong reaching ``host``, and what to do about it."""
     if isinstance(reason, ssl.SSLCertVerificationError):
         return (
@@ -48,7 +55,7 @@ def explain(host: str, reason: object) -> str:
     if isinstance(reason, ConnectionRefusedError):
         return f"{host} refused the connection; check base_url, or whether the server is up"
     if isinstance(reason, TimeoutError | socket.timeout):
-        return f"{host} did not answer within {PROBE_TIMEOUT:.0f} s; check base_url and your network or proxy"
+        return f"{host} did not answer within {timeout:g} s; check base_url and your network or proxy"
     return f"cannot reach {host}: {reason}; check base_url and your network or proxy"
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from mirage_reffiles.errors import FetchError, Interrupted
+from mirage_reffiles.errors import Interrupted
 from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.transfer.partial import pieces, segment_path
 from mirage_reffiles.tree.door import open_file
@@ -287,6 +287,7 @@ class Segments:
             if self.total is None:
                 return size
             while done + size > self.stream_end and self.stream_end < self.total:
+                interrupt.check()
                 if not self._absorb(self.stream_end):
                     self.granted = self.stream_end
                     return self.stream_end - done
@@ -384,7 +385,7 @@ class Segments:
         shortest = size // TAIL_DIVISOR
         if self.rate:
             shortest = int(self.rate * max(SHORTEST_S, SHORTEST_REQUESTS * self.cost))
-        return min(size, max(shortest, min(start // 4, share)))
+        return max(1, min(size, max(shortest, min(start // 4, share))))  # never 0: the loops move on
 
     def _claim(self) -> Segment | None:
         """The next segment for a helper (under the lock), when a split pays: one left unfinished, else a new one
@@ -437,7 +438,7 @@ class Segments:
                     self.fetch_range(source, segment, self._wrote(segment, source, Meter(self)), lambda: self.stopping)
                 except Interrupted:
                     return
-                except FetchError as error:
+                except Exception as error:  # whatever the source caused: the own connection fetches the rest
                     print(f"{source}: not used for segments of this file: {error}", file=self.log, flush=True)
                     with self._cond:
                         if source in self.sources:

@@ -6,6 +6,7 @@ import contextlib
 import gzip
 import hashlib
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from mirage_reffiles.errors import UnpackError
@@ -31,13 +32,22 @@ class GunzipSink:
 
     zlib checks each member's CRC-32 and length trailer as it reaches it; a
     stream that stops before its trailer is caught by :meth:`close`.
+    ``check(n)`` is told the unpacked count before each piece is written,
+    and raises to stop there (see :meth:`.Bounds.check_unpacked`).
     """
 
     resumable = False  # a later run starts it again from the first byte
     crc32 = None  # its digest is the SHA-256 (``hash_output``)
 
-    def __init__(self, path: Path | None, near: Path | None = None, hash_output: bool | None = None):
+    def __init__(
+        self,
+        path: Path | None,
+        near: Path | None = None,
+        hash_output: bool | None = None,
+        check: Callable[[int], None] | None = None,
+    ):
         self.path = path or near  # where disk space is needed (the file, or what it checks)
+        self._check = check or _unbounded
         # The SHA-256 of what comes out: by default only when it is kept in a file.
         self._hash_output = path is not None if hash_output is None else hash_output
         self._out = None
@@ -53,6 +63,7 @@ class GunzipSink:
                 if self._inflater.eof:  # a further gzip member follows
                     self._inflater = inflate_lib.decompressobj(GZIP_WBITS)
                 out = self._inflater.decompress(data, MAX_INFLATE)
+                self._check(self.size + len(out))
                 if self._out is not None:
                     self._out.write(out)
                 if self._hash_output:
@@ -87,6 +98,10 @@ class GunzipSink:
             self._out.close()
             if not keep:
                 self.path.unlink(missing_ok=True)
+
+
+def _unbounded(count: int) -> None:
+    pass
 
 
 class ArchiveSink:
@@ -130,17 +145,19 @@ class ResumableGunzipSink:
 
     It hands out resume points (see :mod:`.inflate`); :meth:`resume` starts
     again from one, keeping the unpacked bytes before it once they are
-    checked against the point's CRC-32.
+    checked against the point's CRC-32. ``check`` bounds what it unpacks,
+    as for :class:`GunzipSink`.
     """
 
     resumable = True
     sha256 = None  # its digest is the CRC-32 gunzipping computes anyway: SHA-256 would cost a core per 1.2 GB/s
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, check: Callable[[int], None] | None = None):
         self.path = path
+        self._check = check or _unbounded
         path.parent.mkdir(parents=True, exist_ok=True)
         self._out = open_file(path, "a+b")  # open for the life of the download; never through a link
-        self._inflater = GzipInflater(self._out.write)
+        self._inflater = GzipInflater(self._take)
         self._pointed = False  # whether a resume point relies on this file
 
     @property
@@ -154,6 +171,10 @@ class ResumableGunzipSink:
     def write(self, chunk: bytes) -> None:
         self._inflater.feed(chunk)
 
+    def _take(self, unpacked: memoryview) -> None:
+        self._check(self._inflater.output_offset)  # which counts these bytes already
+        self._out.write(unpacked)
+
     def reset(self) -> None:
         # A new file rather than truncate(0): ext4 flushes a file truncated to
         # zero when it is closed (auto_da_alloc), which stalled every download's end.
@@ -161,7 +182,7 @@ class ResumableGunzipSink:
         self.path.unlink(missing_ok=True)
         self._out = open_file(self.path, "a+b")
         self._inflater.close()
-        self._inflater = GzipInflater(self._out.write)
+        self._inflater = GzipInflater(self._take)
         self._pointed = False
 
     def want_point(self) -> None:
@@ -185,7 +206,7 @@ class ResumableGunzipSink:
             raise UnpackError(f"{self.path.name} does not hold the bytes its resume point describes")
         self._out.truncate(point.output_offset)
         self._inflater.close()
-        self._inflater = GzipInflater.resume(point, self._out.write)
+        self._inflater = GzipInflater.resume(point, self._take)
         self._pointed = True
 
     def close(self) -> None:

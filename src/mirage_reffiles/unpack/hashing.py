@@ -14,6 +14,7 @@ import hashlib
 import zlib
 from pathlib import Path
 
+from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.unpack.native import address, load
 
 try:  # ISA-L's CRC-32 is the fastest here; both release the GIL on large buffers
@@ -85,15 +86,22 @@ def new_sha256() -> Sha256 | hashlib._Hash:
     return Sha256() if _crypto is not None else hashlib.sha256()
 
 
-def sha256_of(path: Path) -> str:
+def _digest_of(path: Path, digest):
+    """``digest`` updated with every byte of ``path``; a stop asked for ends it between blocks."""
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        while block := handle.read(READ_BLOCK):
+            interrupt.check(f"hashing {Path(path).name}")
+            digest.update(block)
+    return digest
+
+
+def sha256_of(path: Path) -> str:
+    return _digest_of(path, hashlib.sha256()).hexdigest()
 
 
 def sha1_of(path: Path) -> str:
     """What a CRDS server pins a file by."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha1").hexdigest()
+    return _digest_of(path, hashlib.sha1()).hexdigest()
 
 
 def git_blob_sha1(path: Path) -> str:
@@ -101,11 +109,7 @@ def git_blob_sha1(path: Path) -> str:
 
     It pins the size as well as the bytes.
     """
-    digest = hashlib.sha1(b"blob %d\0" % Path(path).stat().st_size)
-    with open(path, "rb") as handle:
-        while block := handle.read(READ_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+    return _digest_of(path, hashlib.sha1(b"blob %d\0" % Path(path).stat().st_size)).hexdigest()
 
 
 def crc32_read(handle, limit: int | None = None) -> tuple[int, int]:
@@ -115,6 +119,7 @@ def crc32_read(handle, limit: int | None = None) -> tuple[int, int]:
         block = handle.read(READ_BLOCK if limit is None else min(READ_BLOCK, limit - read))
         if not block:
             break
+        interrupt.check("reading back what was unpacked")
         crc = crc32(block, crc)
         read += len(block)
     return crc, read

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from mirage_reffiles.errors import UnpackError
 from mirage_reffiles.transfer import interrupt
+from mirage_reffiles.transfer.bounds import Bounds
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.tree.disk import require_free_space, take_final_names
 from mirage_reffiles.tree.door import Lane, open_file, writable
@@ -57,6 +58,7 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) ->
         raise UnpackError(f"member {member.name!r} refused: the archive holds it twice") from None
     with out, tar.extractfile(member) as source:
         while block := source.read(READ_BLOCK):
+            interrupt.check(f"unpacking {member.name}")  # a large member is no reason to keep a stopped run
             out.write(block)
             digest.update(block)
             size += len(block)
@@ -70,6 +72,25 @@ def _check_kind(member: tarfile.TarInfo, path: Path) -> None:
         raise UnpackError(f"member {member.name!r} refused: it should begin with {magic!r}, it begins with {head!r}")
 
 
+class _Counted:
+    """A reader (and its context) that tells ``check`` how many bytes it has read, before it hands them out."""
+
+    def __init__(self, stream, check: Callable[[int], None]):
+        self._stream, self._check, self.count = stream, check, 0
+
+    def __enter__(self) -> _Counted:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stream.close()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.count += len(data)
+        self._check(self.count)
+        return data
+
+
 def extract_tarball(
     archive: Path,
     staging: Path,
@@ -77,6 +98,7 @@ def extract_tarball(
     size: int | None = None,
     lane: Lane | None = None,
     rename: Rename = tarball_member_destination,
+    bounds: Bounds | None = None,
 ) -> list[Produced]:
     """Extract ``archive`` into the empty folder ``staging``, in one pass over its bytes.
 
@@ -87,9 +109,14 @@ def extract_tarball(
     without the leading ``mirage_data/``), or that it is left out. An unsafe
     member, one outside ``lane`` or one that is not what its name says
     refuses the whole archive (the caller drops ``staging``); a corrupt or
-    truncated archive is an :class:`UnpackError`.
+    truncated archive is an :class:`UnpackError`, and so is one with no
+    file. ``bounds`` (see :mod:`.transfer.bounds`) refuses a member whose
+    size, from its header, would take the files extracted past the unpacked
+    bound before anything of it is written (a member made sparse to
+    terabytes is refused at once), and a stream that inflates past it.
     """
     lane = lane or Lane()
+    bounds = bounds or Bounds()
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -98,7 +125,10 @@ def extract_tarball(
     progress = Progress(f"unpacking {archive.name}", size, stream=log, on_board=False)
     done, produced = 0, []
     try:
-        with gzip_reader(archive) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+        with (
+            _Counted(gzip_reader(archive), bounds.check_tar_stream) as stream,
+            tarfile.open(fileobj=stream, mode="r|") as tar,
+        ):
             for member in tar:
                 interrupt.check(f"unpacking {archive.name}")  # the complete download stays for the next run
                 if (name := _destination(member, rename)) is None:
@@ -110,6 +140,8 @@ def extract_tarball(
                 if member.isdir():
                     path.mkdir(parents=True, exist_ok=True)
                     continue
+                # Its size from its header, before a byte of it is written: a member made sparse to terabytes.
+                bounds.check_unpacked(done + member.size, f"member {member.name!r} ({member.size:,} bytes) says it")
                 produced.append(Produced(name, *_unpack_member(tar, member, path)))
                 _check_kind(member, path)
                 done += member.size
@@ -119,6 +151,9 @@ def extract_tarball(
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, *INFLATE_ERRORS) as error:
         raise UnpackError(f"corrupt or truncated tarball ({error})") from None
     progress.finish(done)
+    if not produced:
+        raise UnpackError(f"empty archive: {archive.name} holds no file to extract")
+    bounds.check_unpacked_total(sum(item.size for item in produced))
     return sorted(produced, key=lambda item: PurePosixPath(item.path))
 
 
