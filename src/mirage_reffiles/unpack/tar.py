@@ -47,9 +47,9 @@ def _destination(member: tarfile.TarInfo, rename: Rename) -> str | None:
     return name
 
 
-def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> tuple[int, str]:
+def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path, what: str) -> tuple[int, str]:
     """Write the file ``member`` at ``path`` (a new file: a name twice in one archive is refused);
-    returns its size and SHA-256."""
+    returns its size and SHA-256. A stop ends it between blocks (``what`` names the unpacking)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     digest, size = hashlib.sha256(), 0
     try:
@@ -58,7 +58,7 @@ def _unpack_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) ->
         raise UnpackError(f"member {member.name!r} refused: the archive holds it twice") from None
     with out, tar.extractfile(member) as source:
         while block := source.read(READ_BLOCK):
-            interrupt.check(f"unpacking {member.name}")  # a large member is no reason to keep a stopped run
+            interrupt.check(what)  # a large member is no reason to keep a stopped run going
             out.write(block)
             digest.update(block)
             size += len(block)
@@ -142,7 +142,7 @@ def extract_tarball(
                     continue
                 # Its size from its header, before a byte of it is written: a member made sparse to terabytes.
                 bounds.check_unpacked(done + member.size, f"member {member.name!r} ({member.size:,} bytes) says it")
-                produced.append(Produced(name, *_unpack_member(tar, member, path)))
+                produced.append(Produced(name, *_unpack_member(tar, member, path, f"unpacking {archive.name}")))
                 _check_kind(member, path)
                 done += member.size
                 progress.update(done)
