@@ -11,6 +11,7 @@ include: "rules/fetch.smk"
 include: "rules/grism.smk"
 include: "rules/report.smk"
 include: "rules/crds.smk"
+include: "rules/simulation.smk"
 
 
 rule all:

@@ -31,8 +31,8 @@ from mirage_reffiles.adapters.reports import (
 from mirage_reffiles.adapters.runtime import freeze, settle
 from mirage_reffiles.adapters.settings import check_config, check_mirage_data
 from mirage_reffiles.errors import FetchError, ServerUnreachable, SpaceError, UsageError
-from mirage_reffiles.sources import crds, rows
-from mirage_reffiles.sources.catalog import CRDS_GROUPS, Catalog, retry_policy
+from mirage_reffiles.sources import crds, rows, vega, webbpsf
+from mirage_reffiles.sources.catalog import Catalog, retry_policy
 from mirage_reffiles.sources.grism import fetch_grism, grism_request
 from mirage_reffiles.transfer.fetch import (
     FetchRequest,
@@ -73,7 +73,9 @@ TABLE = CATALOG.rows[CATALOG.rows.source == "mirage"]
 DARKS = TABLE[TABLE.archive == "gz"].set_index("destination", drop=False)
 TARBALLS = TABLE[TABLE.archive == "tar.gz"]
 # The folders tarballs and grism folders unpack into: a file there is asked for by path.
-LANES = CATALOG.rows.lane[CATALOG.rows.archive == "tar.gz"]
+LANES = CATALOG.rows.lane[
+    (CATALOG.rows.archive == "tar.gz") & (CATALOG.rows.root == str(MIRAGE_DATA))
+]
 BY_PATH = TABLE.set_index("path", drop=False)
 
 # With downloads_on_submit_host, where the submit host puts each download for
@@ -126,18 +128,21 @@ def get_group_input(name):
 
     def get_group_targets(wildcards):
         try:
-            if name in CRDS_GROUPS:
+            if CATALOG.needs_crds(name):
                 CATALOG.plan_crds(workflow.dryrun, retry_policy(config))
             selection = CATALOG.selections[name]
             if name not in ANNOUNCED:
                 ANNOUNCED.add(name)
                 clear_unusable_records(selection)
+                for line in CATALOG.clear_outdated(selection, workflow.dryrun):
+                    print(line, flush=True)
                 plan = make_plan(name, selection, config["keep_archives"])
                 print(plan.describe(per_file=workflow.dryrun), flush=True)
                 if not workflow.dryrun and len(plan.missing):
                     if not config["ignore_free_space"]:
                         plan.check_fits()
                     plan.check_writable()
+                    CATALOG.check_tools(plan.missing)
                     probe_any(rows.urls(plan.missing.iloc[0]))
                     session.plan(plan.missing)
         except (
@@ -212,6 +217,21 @@ def grism_fetch_request(file_id):
     return grism_request(CATALOG.grism_table, row, MIRAGE_DATA, retry_policy(config))
 
 
+def get_webbpsf_request(wildcards):
+    """What the job for WebbPSF's data must do (see mirage_reffiles.sources.webbpsf.WebbpsfRequest)."""
+    return webbpsf_fetch_request(webbpsf.WEBBPSF_FILE_ID)
+
+
+def webbpsf_fetch_request(file_id):
+    row = CATALOG.rows.loc[file_id]
+    return webbpsf.request(row, CATALOG.webbpsf_reader, retry_policy(config))
+
+
+def get_vega_request(wildcards):
+    """What the job for the Vega spectrum must do (see mirage_reffiles.sources.vega.VegaRequest)."""
+    return vega.request(CATALOG.rows.loc[vega.VEGA_FILE_ID], retry_policy(config))
+
+
 def get_crds_request(wildcards):
     """What the job for one CRDS reference must do (see mirage_reffiles.sources.crds.fetch_reference)."""
     if CATALOG.crds_plan is None:
@@ -256,10 +276,14 @@ def get_member_fetches(wildcards):
         and wildcards.member in {item.path for item in record.files}
     ]
     ordered = candidates.loc[listed + [i for i in candidates.index if i not in listed]]
+    fetchers = {
+        "grism": (fetch_grism, grism_fetch_request),
+        "webbpsf": (webbpsf.fetch_webbpsf, webbpsf_fetch_request),
+    }
     return [
         (
-            (fetch_grism, grism_fetch_request(row.file_id))
-            if row.source == "grism"
+            (fetchers[row.source][0], fetchers[row.source][1](row.file_id))
+            if row.source in fetchers
             else (fetch, fetch_request(row))
         )
         for row in ordered.itertuples()
@@ -287,6 +311,7 @@ def report_environment(log):
         config["crds_server_url"],
         crds_context=config["crds_context"] if filled else None,
     )
+    environment.update(CATALOG.simulation_environment())
     path = write_env_file(MIRAGE_DATA, environment)
     if not config["announce_environment"]:
         return
@@ -338,17 +363,20 @@ def get_unfinished_repairs(wildcards):
 
 
 def clear_unusable_records(selection):
-    """Remove the records of the tarballs among ``selection`` that cannot be used, so they are fetched again.
+    """Remove the records among ``selection`` that cannot be used, so they are fetched again.
 
-    A tarball's build target is its record: a garbled one would look done.
+    A tarball's build target is its record (and the Vega spectrum's): a garbled one would look done.
     Call it before the DAG is built; a dry run only says what it would
     remove. Returns the ``file_id`` of those records.
     """
-    tarballs = selection.file_id[selection.archive == "tar.gz"]
-    if workflow.dryrun:
-        removed, busy = unusable_records(MIRAGE_DATA, tarballs), []
-    else:
-        removed, busy = remove_unusable_records(MIRAGE_DATA, tarballs)
+    removed, busy = [], []
+    recorded = [layout.is_recorded_target(row) for row in selection.itertuples()]
+    for root, chosen in selection[recorded].groupby("root"):
+        if workflow.dryrun:
+            removed += unusable_records(Path(root), chosen.file_id)
+        else:
+            gone, taken = remove_unusable_records(Path(root), chosen.file_id)
+            removed, busy = removed + gone, busy + taken
     if removed:
         print(
             f"{'Would remove' if workflow.dryrun else 'Removed'} the unreadable records of "

@@ -4,8 +4,9 @@ Each ```bash block runs as one bash script (so an `export` carries to the
 lines after it) and each ```python block as one Python program, from a copy of
 this checkout, as a user would from a clone. Three things differ from a user's
 machine, none of them in the commands: the README's example folder `/data/`
-is a scratch folder; `$MIRAGE_REFFILES_BASE_URL`, `$MIRAGE_REFFILES_GRISM_BASE_URL`
-and `$MIRAGE_REFFILES_CRDS_URL` point at local synthetic mirrors and a stand-in
+is a scratch folder; `$MIRAGE_REFFILES_BASE_URL`, `$MIRAGE_REFFILES_GRISM_BASE_URL`,
+`$MIRAGE_REFFILES_CRDS_URL`, `$MIRAGE_REFFILES_WEBBPSF_URL` and
+`$MIRAGE_REFFILES_VEGA_URL` point at local synthetic mirrors and a stand-in
 CRDS server instead of STScI's and GitHub (no internet here); and the copy's
 tables are pinned to those mirrors. Set-up
 lines (pip, conda, sudo) are what CI itself runs, the test command is this
@@ -30,6 +31,7 @@ from conftest import REPO
 from mirage_reffiles.testing.crds_server import serve_crds, write_context
 from mirage_reffiles.testing.grism import build_grism_mirror
 from mirage_reffiles.testing.server import serve
+from mirage_reffiles.testing.simulation import VEGA_PATH, WEBBPSF_PATH, build_simulation_mirror
 
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```(bash|python)\n(.*?)```", README, re.DOTALL)
@@ -71,6 +73,7 @@ def checkout(tmp_path_factory, mirror):
                                                                "demo", "mirage_data", "repair"))  # fmt: skip
     shutil.copy(mirror[2], copy / "config/reference_files.csv")
     build_grism_mirror(copy.parent / "github")[0].to_csv(copy / "config/grism_files.csv", index=False)
+    build_simulation_mirror(copy.parent / "stsci")
     return copy
 
 
@@ -82,10 +85,13 @@ def test_every_readme_command_works_as_typed(checkout, mirror, tmp_path):
         serve(mirror[0]) as server,
         serve_crds(tmp_path / "crds_server", context=context) as crds_server,
         serve(checkout.parent / "github") as github,
+        serve(checkout.parent / "stsci") as stsci,
     ):
         env = {key: value for key, value in os.environ.items() if key not in ("MIRAGE_DATA", "CRDS_PATH")}
         env |= {"MIRAGE_REFFILES_BASE_URL": server.url, "MIRAGE_REFFILES_CRDS_URL": crds_server.url,
                 "MIRAGE_REFFILES_GRISM_BASE_URL": github.url,
+                "MIRAGE_REFFILES_WEBBPSF_URL": stsci.url + WEBBPSF_PATH,
+                "MIRAGE_REFFILES_VEGA_URL": stsci.url + VEGA_PATH,
                 "PYTHONPATH": str(checkout / "src")}  # fmt: skip
         for number, (language, code) in enumerate(BLOCKS):
             script = runnable(code).replace("/data/", f"{scratch}/")
@@ -112,3 +118,4 @@ def test_every_readme_command_works_as_typed(checkout, mirror, tmp_path):
     assert (scratch / "mirage/mirage_data/mirage_env.sh").is_file()
     assert Path(checkout / "status.csv").is_file()
     assert (checkout / "mirage_data/niriss/GRISM_NIRISS/current").is_dir()  # the grism commands, in the checkout
+    assert "WEBBPSF_PATH" in (scratch / "mirage_data/mirage_env.sh").read_text()  # the offline nodes' one command

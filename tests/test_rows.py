@@ -60,10 +60,13 @@ def test_the_catalog_makes_rows_of_every_source(tmp_path):
     config = check_config({"base_url": "http://127.0.0.1:9/ http://127.0.0.1:8/", "crds_path": str(tmp_path)}, schema)
     catalog = Catalog(config, REPO, tmp_path / "mirage_data")
     every = catalog.rows
-    assert set(every.source) == {"mirage", "grism"}
+    assert set(every.source) == {"mirage", "grism", "webbpsf", "vega"}
     assert (every.root == str(tmp_path / "mirage_data")).all()
+    assert every.loc["webbpsf_data"].lane == "webbpsf-data" and every.loc["vega"].lane == "astropy-cache"
     dark = every.loc["fgs_raw_guider1_1"]
     assert rows.urls(dark) == [f"http://127.0.0.1:{port}/{dark.path}" for port in (9, 8)]
     assert every.loc["mirage_fgs_cr_library"].lane == "fgs/cosmic_ray_library"
-    assert {"crds", "crds_nircam", "nircam_grism", "nircam_linearized"} <= set(catalog.groups)
+    assert {"crds", "crds_nircam", "nircam_grism", "nircam_linearized", "webbpsf", "vega", "simulation"} <= set(
+        catalog.groups
+    )
     assert not catalog.saved_crds_plan()  # no context chosen: no CRDS rows, and no server asked

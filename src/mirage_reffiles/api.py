@@ -65,6 +65,8 @@ def download_reffiles(
     base_url: str | list[str] | None = None,
     dry_run: bool = False,
     remove_mirage_archives: bool = False,
+    webbpsf: bool = False,
+    vega: bool = False,
     config: dict | None = None,
 ) -> Path:
     """Download Mirage's reference files into ``directory/mirage_data``.
@@ -76,7 +78,11 @@ def download_reffiles(
     ``dry_run`` shows what would be fetched without fetching. A tree that
     Mirage's own downloader left in ``directory`` is adopted first: what is
     complete is not fetched again (its ``.gz``/``.tar.gz`` copies are deleted
-    only with ``remove_mirage_archives``). ``config`` sets any other key of
+    only with ``remove_mirage_archives``). ``webbpsf`` also fetches WebbPSF's
+    data (into ``MIRAGE_DATA/webbpsf-data``, ``WEBBPSF_PATH``), ``vega`` puts
+    the Vega spectrum into an astropy cache (``MIRAGE_DATA/astropy-cache``,
+    ``ASTROPY_CACHE_DIR``): what a simulation downloads besides; both are set
+    in ``mirage_env.sh``. ``config`` sets any other key of
     ``config/config.yaml`` (say ``keep_archives``). Returns MIRAGE_DATA, after
     the build has printed the ``export MIRAGE_DATA=...`` line for Mirage.
 
@@ -111,6 +117,8 @@ def download_reffiles(
         "skip_cosmic_rays": skip_cosmic_rays,
         "skip_psfs": skip_psfs,
         "skip_soss": skip_soss,
+        "webbpsf": webbpsf,
+        "vega": vega,
     }
     if mirage_data.is_dir() and not dry_run:
         table = build_config.get("reference_table") or SHIPPED_TABLE

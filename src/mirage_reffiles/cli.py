@@ -53,6 +53,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-cosmic-rays", action="store_true", help="leave out the cosmic ray libraries")
     p.add_argument("--skip-psfs", action="store_true", help="leave out the PSF libraries (and NIRCam PSF wings)")
     p.add_argument("--skip-soss", action="store_true", help="leave out the NIRISS SOSS PSFs")
+    p.add_argument(
+        "--webbpsf", action="store_true", help="also fetch WebbPSF's data (MIRAGE_DATA/webbpsf-data, WEBBPSF_PATH)"
+    )
+    p.add_argument(
+        "--vega",
+        action="store_true",
+        help="also put the Vega spectrum into an astropy cache (MIRAGE_DATA/astropy-cache, ASTROPY_CACHE_DIR)",
+    )
     p.add_argument("--cores", type=int, default=8, help="jobs at once (default: %(default)s)")
     p.add_argument(
         "--base-url",
@@ -117,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
             base_url=args.base_url,
             dry_run=args.dry_run,
             remove_mirage_archives=args.remove_mirage_archives,
+            webbpsf=args.webbpsf,
+            vega=args.vega,
             config=config,
         )
     except UsageError as error:

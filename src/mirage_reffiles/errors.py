@@ -13,6 +13,10 @@ class VerifyError(FetchError):
     """The bytes arrived but fail a check (size, SHA-256): they were discarded."""
 
 
+class Outdated(VerifyError):
+    """The bytes are whole but older than the installed software accepts: discarded, and not fetched again."""
+
+
 class TransientError(FetchError):
     """A failure worth retrying (dropped connection, timeout, stall, 5xx, 429, an answer that is not the file)."""
 

@@ -20,6 +20,9 @@ COMMENTS = {
     "CRDS_SERVER_URL": "Where crds asks for best references and downloads what the cache lacks.",
     "CRDS_CONTEXT": "The pinned CRDS context the cache was filled for: crds resolves with it and no server.",
     "CRDS_READONLY_CACHE": "crds never writes to the cache (it may be shared and read-only).",
+    "WEBBPSF_PATH": "WebbPSF's data (webbpsf 2, an alias of stpsf, copies it to STPSF_PATH).",
+    "STPSF_PATH": "The same data for stpsf, webbpsf's successor.",
+    "ASTROPY_CACHE_DIR": "astropy's download cache (astropy 8 and later), holding the Vega spectrum Mirage asks for.",
 }
 OFFLINE_COMMENTS = {
     "CRDS_SERVER_URL": "Serverless: crds makes no network attempt and resolves from the cache alone (offline nodes).",
@@ -48,6 +51,22 @@ def mirage_environment(
     }
     if crds_context:
         environment.update(CRDS_SERVER_URL=SERVERLESS_URL, CRDS_CONTEXT=crds_context, CRDS_READONLY_CACHE="1")
+    return environment
+
+
+def simulation_environment(
+    webbpsf_path: Path | None = None, stpsf: bool = False, astropy_cache: Path | None = None
+) -> dict[str, str]:
+    """The variables with which a simulation reads WebbPSF's data and the Vega spectrum from this
+    build's folders (each only when given): ``WEBBPSF_PATH``, and ``STPSF_PATH`` too when the data is
+    stpsf's; ``ASTROPY_CACHE_DIR``."""
+    environment = {}
+    if webbpsf_path is not None:
+        environment["WEBBPSF_PATH"] = str(webbpsf_path)
+        if stpsf:
+            environment["STPSF_PATH"] = str(webbpsf_path)
+    if astropy_cache is not None:
+        environment["ASTROPY_CACHE_DIR"] = str(astropy_cache)
     return environment
 
 

@@ -18,17 +18,25 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from mirage_reffiles.adapters.envfile import crds_path_of
+from mirage_reffiles.adapters.envfile import crds_path_of, simulation_environment
 from mirage_reffiles.errors import UsageError
-from mirage_reffiles.sources import crds, grism, mirage, rows
-from mirage_reffiles.transfer.http import RetryPolicy, as_base_url, as_base_urls
+from mirage_reffiles.sources import crds, grism, mirage, rows, vega, webbpsf
+from mirage_reffiles.transfer.http import RetryPolicy, as_base_url, as_base_urls, as_url
 from mirage_reffiles.tree import layout
+from mirage_reffiles.tree.records import read_record
 
 #: The environment variable that points the crds targets at another server (a local stand-in).
 CRDS_URL_VARIABLE = "MIRAGE_REFFILES_CRDS_URL"
 
 #: The crds target groups: all references, or one instrument's.
 CRDS_GROUPS = {"crds": {}, **{f"crds_{name.lower()}": {"instrument": [name.lower()]} for name in crds.INSTRUMENTS}}
+
+#: What else a simulation reads, one group each: WebbPSF's data, the Vega spectrum in astropy's cache.
+SIMULATION_SOURCES = {"webbpsf": {"kind": [webbpsf.WEBBPSF_KIND]}, "vega": {"kind": [vega.VEGA_KIND]}}
+
+#: The group of everything a simulation of the chosen instruments reads: Mirage's files, the grism
+#: folders, the CRDS references of the chosen modes, WebbPSF's data and the Vega spectrum.
+SIMULATION = "simulation"
 
 
 def retry_policy(config: Mapping) -> RetryPolicy:
@@ -41,6 +49,18 @@ def retry_policy(config: Mapping) -> RetryPolicy:
         stall_window=config["stall_window"],
         max_retry_after=config["max_retry_after"],
     )
+
+
+def own_folder(setting: str, folder: str | Path, mirage_data: Path, default: str) -> Path:
+    """The folder a setting names for a source of its own (blank: ``default`` in MIRAGE_DATA); refused
+    (:class:`UsageError`) when it is MIRAGE_DATA or holds it, whose files are other rows'."""
+    path = Path(folder or Path(mirage_data) / default).expanduser().absolute()
+    if Path(mirage_data).absolute().is_relative_to(path):
+        raise UsageError(
+            f"setting {setting!r}: {path} holds MIRAGE_DATA ({mirage_data}); name a folder of its own, "
+            f"or leave it blank for {Path(mirage_data) / default}"
+        )
+    return path
 
 
 class Catalog:
@@ -71,7 +91,19 @@ class Catalog:
             mirage_data,
         )
         mirage_rows = mirage.as_rows(self.table, mirage_data, self.base_urls)
-        self.rows = rows.combine(mirage_rows, grism_rows)
+        # The package that reads WebbPSF's data, found where this build runs: it picks the data and its minimum.
+        self.webbpsf_reader = webbpsf.installed_reader()
+        simulation_rows = rows.combine(
+            webbpsf.as_rows(
+                as_url(config["webbpsf_url"] or webbpsf.default_url(self.webbpsf_reader)),
+                own_folder("webbpsf_path", config["webbpsf_path"], mirage_data, webbpsf.DEFAULT_FOLDER),
+            ),
+            vega.as_rows(
+                as_url(config["vega_url"] or vega.default_url()),
+                own_folder("astropy_cache", config["astropy_cache"], mirage_data, vega.DEFAULT_CACHE),
+            ),
+        )
+        self.rows = rows.combine(mirage_rows, grism_rows, simulation_rows)
         options = {key: config[key] for key in (*mirage.SKIP_FLAGS, "single_dark")}
         self.groups = {
             "all": mirage.mirage_group(config["instrument"], config["dark_type"]),
@@ -86,9 +118,18 @@ class Catalog:
         for name, group in grism.grism_groups().items():
             self.groups[name] = group
             self.selections[name] = mirage.select_group(grism_rows, group, f"group {name!r}")
+        chosen = self.groups["all"]["instrument"]
+        chosen_grism = grism_rows[grism_rows.instrument.isin(chosen)]
+        self.groups[SIMULATION] = {"instrument": chosen}
+        self.selections[SIMULATION] = rows.combine(self.selections["all"], chosen_grism, simulation_rows)
+        for name, group in SIMULATION_SOURCES.items():
+            self.groups[name] = group
+            self.selections[name] = mirage.select_group(simulation_rows, group, f"group {name!r}")
         if config["grism"]:
-            chosen = grism_rows[grism_rows.instrument.isin(self.groups["all"]["instrument"])]
-            self.selections["all"] = rows.combine(self.selections["all"], chosen)
+            self.selections["all"] = rows.combine(self.selections["all"], chosen_grism)
+        for name in SIMULATION_SOURCES:
+            if config[name]:
+                self.selections["all"] = rows.combine(self.selections["all"], self.selections[name])
         self.groups.update(CRDS_GROUPS)
         self.crds_path = crds_path_of(config["crds_path"])
         # Where the cache is filled from: as base_url, a variable can point elsewhere (a local stand-in).
@@ -111,7 +152,7 @@ class Catalog:
         context = self.config["crds_context"]
         if not context:
             raise UsageError(
-                "the crds target needs a pinned context: set crds_context (e.g. --config"
+                f"the crds target (like {SIMULATION}) needs a pinned context: set crds_context (e.g. --config"
                 " crds_context=jwst_1322.pmap; https://jwst-crds.stsci.edu lists them)"
             )
         return self.crds_path, context, self.crds_modes(), self.config["crds_types"]
@@ -151,6 +192,46 @@ class Catalog:
         instruments = {"instrument": [name.lower() for name in crds.INSTRUMENTS]}  # one may have no reference
         for name, group in CRDS_GROUPS.items():
             self.selections[name] = mirage.select_group(crds_rows, group, f"group {name!r}", instruments)
+        chosen = crds_rows[crds_rows.instrument.isin(self.groups[SIMULATION]["instrument"])]
+        self.selections[SIMULATION] = rows.combine(self.selections[SIMULATION], chosen)
+
+    # --- What else a simulation reads
+
+    def needs_crds(self, name: str) -> bool:
+        """Whether target group ``name`` holds CRDS references (known once a plan is made)."""
+        return name in CRDS_GROUPS or name == SIMULATION
+
+    def check_tools(self, missing: pd.DataFrame) -> None:
+        """Refuse (:class:`UsageError`) to start when a row still to fetch needs a package that is not
+        installed here: the Vega spectrum, astropy's."""
+        if (missing.source == "vega").any():
+            vega.require_astropy()
+
+    def clear_outdated(self, selection: pd.DataFrame, dry_run: bool) -> list[str]:
+        """Remove the record of WebbPSF's data among ``selection`` when the installed webbpsf needs newer
+        data, so that it is fetched again (a dry run only says so); returns what was done, a line each."""
+        lines = []
+        for row in selection[selection.source == "webbpsf"].itertuples():
+            if why := webbpsf.outdated(row, self.webbpsf_reader):
+                if not dry_run:
+                    layout.record_path(row.root, row.file_id).unlink(missing_ok=True)
+                lines.append(f"{why}: {'would be' if dry_run else 'to be'} fetched again")
+        return lines
+
+    def simulation_environment(self) -> dict[str, str]:
+        """The variables that point a simulation at WebbPSF's data and the Vega spectrum's cache,
+        for those of them that are in place (recorded)."""
+
+        def folder(file_id: str) -> Path | None:
+            row = self.rows.loc[file_id]
+            return Path(row.root) / row.lane if read_record(Path(row.root), file_id) else None
+
+        reader = self.webbpsf_reader
+        return simulation_environment(
+            folder(webbpsf.WEBBPSF_FILE_ID),
+            stpsf=reader is not None and reader.package == "stpsf",
+            astropy_cache=folder(vega.VEGA_FILE_ID),
+        )
 
     # --- What the reports and jobs are given
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from mirage_reffiles.errors import FetchError, Interrupted, UnpackError, VerifyError
+from mirage_reffiles.errors import FetchError, Interrupted, Outdated, UnpackError, VerifyError
 from mirage_reffiles.transfer import interrupt, segments
 from mirage_reffiles.transfer.bounds import Bounds, Expected
 from mirage_reffiles.transfer.http import RetryPolicy, download, is_local, local_path
@@ -172,7 +172,7 @@ def fetch_tarball(
     policy: RetryPolicy | None = None,
     lane: Lane | None = None,
     rename: Rename = tarball_member_destination,
-    accept: Callable[[Path, list[Produced]], None] | None = None,
+    accept: Callable[[Path, list[Produced]], str | None] | None = None,
     log: TextIO | None = None,
     mirrors: tuple[str, ...] = (),
 ) -> Path:
@@ -184,10 +184,11 @@ def fetch_tarball(
     is the mark that the extraction is complete. ``accept(staging, files)``
     sees the extracted files before any moves: it raises
     :class:`VerifyError` or :class:`UnpackError` to refuse the archive
-    (whose download is then deleted), and may clear what they replace.
-    The download, its members and its inflated stream stay within the
-    bounds of ``expected`` (see :mod:`.transfer.bounds`); an archive with
-    no file is refused. Returns the record's path.
+    (whose download is then deleted), and may clear what they replace; what
+    it returns is recorded as the files' version. The download, its members
+    and its inflated stream stay within the bounds of ``expected`` (see
+    :mod:`.transfer.bounds`); an archive with no file is refused. Returns the
+    record's path.
     """
     lane = lane or Lane()
     bounds = Bounds(expected)
@@ -203,13 +204,12 @@ def fetch_tarball(
         try:
             members = extract_tarball(archive, staging, log, size=unpacked_size_hint(archive), lane=lane,
                                       rename=rename, bounds=bounds)  # fmt: skip
-            if accept is not None:
-                accept(staging, members)
+            version = accept(staging, members) if accept is not None else None
             # The first row to land keeps a path: the claims are read, and the members moved, one run at a time.
             with exclusive(layout.lock_path(mirage_data, CLAIMS_LOCK), file_id, log):
                 claimed = lane.claiming(claims(mirage_data, but=file_id))
                 move_into_place(staging, mirage_data, members, claimed)
-                record = write_record(mirage_data, Record(file_id, url, size, sha256, members))
+                record = write_record(mirage_data, Record(file_id, url, size, sha256, members, version=version or ""))
         except (UnpackError, VerifyError):
             if partial is not None:
                 remove_partial(partial)
@@ -298,7 +298,7 @@ def fetch(request: FetchRequest, log: TextIO | None = None) -> Path:
             if len(sources) > 1:
                 print(f"{request.file_id}: served by {url}", file=out, flush=True)
             return done
-        except Interrupted:
+        except (Interrupted, Outdated):
             raise
         except (VerifyError, UnpackError) as error:
             failure = error
@@ -332,9 +332,12 @@ def _fetch_from(request: FetchRequest, url: str, mirrors: tuple[str, ...], log: 
 
 
 def twice_on_bad_bytes(once: Callable[[], Path], file_id: str, log: TextIO | None = None) -> Path:
-    """``once()``, and once more from the start when its bytes failed a check (they were discarded)."""
+    """``once()``, and once more from the start when its bytes failed a check (they were discarded);
+    not when they are whole but outdated (the same bytes would come again)."""
     try:
         return once()
+    except Outdated:
+        raise
     except (VerifyError, UnpackError) as error:
         print(f"{file_id}: {error}; fetching it once more from the start", file=log or sys.stderr, flush=True)
         return once()

@@ -117,6 +117,17 @@ def grism_folder(instrument: str) -> str:
     return GRISM_FOLDER.format(instrument=instrument, INSTRUMENT=instrument.upper())
 
 
+def split_folder(folder: str | Path) -> tuple[Path, str]:
+    """A folder a source fills (WebbPSF's data, an astropy cache) as its tree, the folder above it,
+    and its name there, its lane.
+
+    >>> split_folder("/data/mirage_data/webbpsf-data")
+    (PosixPath('/data/mirage_data'), 'webbpsf-data')
+    """
+    path = Path(folder).expanduser().absolute()
+    return path.parent, path.name
+
+
 def record_path(mirage_data: str | Path, file_id: str) -> Path:
     """The JSON record of a fetched file; for a tarball, its completion record."""
     return Path(mirage_data) / STATE_DIR / "records" / f"{file_id}.json"
@@ -170,9 +181,14 @@ def tarball_member_destination(name: str) -> str | None:
     return str(PurePosixPath(*parts))
 
 
+def is_recorded_target(row) -> bool:
+    """Whether a row's target is its record: a tarball's, or a file whose name its tool chooses (astropy's cache)."""
+    return row.archive == "tar.gz" or not row.destination
+
+
 def target_path(row) -> Path:
     """The file whose presence means a row (of any source: see :mod:`.sources.rows`) is done: its
-    file, or for a tarball its record (written once every member is in place)."""
-    if row.archive == "tar.gz":
+    file, or its record when that is its target (written once every file is in place)."""
+    if is_recorded_target(row):
         return record_path(row.root, row.file_id)
     return Path(row.root) / row.destination

@@ -38,6 +38,7 @@ class Record:
     sha256: str
     files: list[Produced] = field(default_factory=list)
     fetched: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    version: str = ""  # what the files say they are (WebbPSF data's version.txt), when they say
 
 
 def write_record(mirage_data: Path, record: Record) -> Path:

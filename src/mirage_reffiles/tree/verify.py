@@ -61,7 +61,7 @@ def check_file(row, with_contents: bool = False) -> Check:
     listing the dark), or a dark on disk without its record, is damage: what
     is on disk cannot be checked.
     """
-    if not row.archive:
+    if not row.archive and row.destination:
         return _check_kept(row, with_contents)
     mirage_data = Path(row.root)
     record, problem = load_record(mirage_data, row.file_id)
