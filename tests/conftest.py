@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,22 @@ def fgs_raw_single(pinned):
 def server(mirror):
     with serve(mirror[0]) as running:
         yield running
+
+
+@pytest.fixture
+def mirage_data(tmp_path):
+    """MIRAGE_DATA for a job run without Snakemake (it need not exist yet)."""
+    return tmp_path / "mirage_data"
+
+
+@contextmanager
+def serving(root: Path, files: Mapping[str, bytes]) -> Iterator:
+    """``files`` (path on the server: bytes) written under ``root`` and served on 127.0.0.1."""
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    with serve(root) as server:
+        yield server
 
 
 @pytest.fixture

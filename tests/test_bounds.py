@@ -14,7 +14,7 @@ import time
 import pytest
 from test_faults import FAST, LIBRARY, assert_dark_absent, state_files, tarball
 
-from conftest import REPO, TABLE_CSV
+from conftest import REPO, TABLE_CSV, serving
 from mirage_reffiles.errors import UnpackError, VerifyError
 from mirage_reffiles.sources.mirage import load_table
 from mirage_reffiles.testing.mirror import FITS_CARD
@@ -36,16 +36,8 @@ TIB = 1 << 40
 
 @pytest.fixture
 def site(tmp_path):
-    root = tmp_path / "server"
-    (root / "d").mkdir(parents=True)
-    (root / "d/bomb.fits.gz").write_bytes(BOMB)
-    with serve(root) as server:
+    with serving(tmp_path / "server", {"d/bomb.fits.gz": BOMB}) as server:
         yield server
-
-
-@pytest.fixture
-def mirage_data(tmp_path):
-    return tmp_path / "mirage_data"
 
 
 # The bound itself

@@ -17,13 +17,12 @@ import yaml
 from test_faults import DARK, DARK_GZ, DEST, FAST, LIBRARY, special, state_files
 from test_hostile import everything, existing_files, put_tarball
 
-from conftest import REPO
+from conftest import REPO, serving
 from mirage_reffiles.errors import FetchError, TableError, UnpackError, UsageError
 from mirage_reffiles.sources.crds import fill_mappings
 from mirage_reffiles.sources.mirage import load_table
 from mirage_reffiles.testing.crds_server import MAPPING_DIR, serve_crds, write_context
 from mirage_reffiles.testing.mirror import synthetic_bytes
-from mirage_reffiles.testing.server import serve
 from mirage_reffiles.transfer.fetch import FetchRequest, fetch, fetch_gzip, fetch_logged, fetch_tarball
 from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.door import BOOKKEEPING, Lane, is_plain_name, open_file, writable
@@ -35,16 +34,8 @@ CONTEXT = "jwst_0001.pmap"
 
 @pytest.fixture
 def site(tmp_path):
-    root = tmp_path / "server"
-    (root / "d").mkdir(parents=True)
-    (root / "d/dark.fits.gz").write_bytes(DARK_GZ)
-    with serve(root) as server:
+    with serving(tmp_path / "server", {"d/dark.fits.gz": DARK_GZ}) as server:
         yield server
-
-
-@pytest.fixture
-def mirage_data(tmp_path):
-    return tmp_path / "mirage_data"
 
 
 @pytest.fixture

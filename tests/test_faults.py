@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, serving
 from mirage_reffiles.errors import FetchError, UnpackError
 from mirage_reffiles.testing.mirror import synthetic_bytes
 from mirage_reffiles.testing.server import Fault, serve
@@ -50,17 +50,8 @@ LIBRARY = {f"mirage_data/fgs/cosmic_ray_library/cr_{n}.fits": synthetic_bytes(f"
 
 @pytest.fixture
 def site(tmp_path):
-    root = tmp_path / "server"
-    (root / "d").mkdir(parents=True)
-    (root / "d/dark.fits.gz").write_bytes(DARK_GZ)
-    (root / "d/lib.tar.gz").write_bytes(tarball(LIBRARY))
-    with serve(root) as server:
+    with serving(tmp_path / "server", {"d/dark.fits.gz": DARK_GZ, "d/lib.tar.gz": tarball(LIBRARY)}) as server:
         yield server
-
-
-@pytest.fixture
-def mirage_data(tmp_path):
-    return tmp_path / "mirage_data"
 
 
 def state_files(mirage_data):

@@ -25,9 +25,10 @@ from test_faults import (
     tarball,
 )
 
+from conftest import serving
 from mirage_reffiles.errors import FetchError, Interrupted, UnpackError, VerifyError
 from mirage_reffiles.testing.mirror import synthetic_bytes
-from mirage_reffiles.testing.server import Fault, serve
+from mirage_reffiles.testing.server import Fault
 from mirage_reffiles.transfer import interrupt
 from mirage_reffiles.transfer.fetch import FetchRequest, fetch, fetch_tarball
 from mirage_reffiles.transfer.http import RetryPolicy
@@ -40,16 +41,8 @@ PSFS = {f"mirage_data/nircam/gridded_psf_library/psf_{n}.fits": synthetic_bytes(
 
 @pytest.fixture
 def site(tmp_path):
-    root = tmp_path / "server"
-    (root / "d").mkdir(parents=True)
-    (root / "d/dark.fits.gz").write_bytes(DARK_GZ)
-    with serve(root) as server:
+    with serving(tmp_path / "server", {"d/dark.fits.gz": DARK_GZ}) as server:
         yield server
-
-
-@pytest.fixture
-def mirage_data(tmp_path):
-    return tmp_path / "mirage_data"
 
 
 @pytest.fixture
