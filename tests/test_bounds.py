@@ -252,3 +252,17 @@ def test_sizes_keeps_every_pin_unless_asked_and_names_what_changed(tmp_path, mir
     assert after.loc[changed.name, "size_bytes"] == str(int(changed.size_bytes) + 1)
     assert after.loc[changed.name, ["sha256", "unpacked_exact"]].tolist() == ["", "false"]
     assert (after.drop(changed.name).sha256 == pinned.drop(changed.name).sha256).all()
+
+
+def test_sizes_against_a_server_dripping_its_headers_ends_in_its_time(tmp_path, mirror, server):
+    table = load_table(mirror[2])
+    table_csv = tmp_path / "table.csv"
+    table.iloc[:3].to_csv(table_csv, index=False)
+    before = table_csv.read_bytes()
+    server.faults[table.path.iloc[1]] = Fault(header_drip=0.5)  # one byte of headers every half second, forever
+    started = time.monotonic()
+    result = run_sizes(table_csv, server, "--timeout", "3")
+    assert time.monotonic() - started < 20
+    assert result.returncode == 1 and "no answer to HEAD within 3 s" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert table_csv.read_bytes() == before

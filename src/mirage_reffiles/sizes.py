@@ -14,39 +14,57 @@ on the server is left as it was, and named, unless --clear-changed-pins.
 from __future__ import annotations
 
 import argparse
+import http.client
 import re
 import sys
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pandas as pd
-import requests
 
-from mirage_reffiles.errors import SizeError
+from mirage_reffiles.errors import FetchError, SizeError, TransientError
 from mirage_reffiles.sources.mirage import load_table
+from mirage_reffiles.transfer.clock import Clock
 from mirage_reffiles.transfer.http import USER_AGENT, not_the_file
 from mirage_reffiles.tree.layout import add_table_options, default_base_url, table_output
 
 
-def remote_size(session: requests.Session, url: str, timeout: float = 30) -> tuple[int, str]:
+def _ask(url: str, timeout: float, method: str = "HEAD", headers: dict | None = None) -> tuple[int, dict]:
+    """``(status, headers)`` of one request under the clock every request of this package has
+    (:class:`.clock.Clock`: connecting and the whole answer within ``timeout``, a stop ends it)."""
+    request = urllib.request.Request(
+        url, method=method, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
+    )
+    try:
+        with Clock(timeout, f"answer to {method}") as clock, clock.open(request, timeout) as response:
+            return response.status, response.headers
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers
+    except (TransientError, FetchError, urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        raise SizeError(f"{url}: {getattr(error, 'reason', error)}") from None
+
+
+def remote_size(url: str, timeout: float = 30) -> tuple[int, str]:
     """``(size in bytes, Last-Modified or "")`` of ``url``; :class:`SizeError` for an answer a download would
     refuse, or none with a length."""
-    response = session.head(url, allow_redirects=True, timeout=timeout)
-    _refuse_unless_the_file(url, response)
-    length = response.headers.get("Content-Length", "")
-    if response.ok and length.isdigit():
-        return int(length), response.headers.get("Last-Modified", "")
-    with session.get(url, headers={"Range": "bytes=0-0"}, stream=True, timeout=timeout) as response:
-        _refuse_unless_the_file(url, response)
-        match = re.fullmatch(r"bytes 0-0/(\d+)", response.headers.get("Content-Range", ""))
-        if response.status_code == 206 and match:
-            return int(match.group(1)), response.headers.get("Last-Modified", "")
-        raise SizeError(f"{url}: HTTP {response.status_code}, no size in HEAD or in a one-byte range answer")
+    status, headers = _ask(url, timeout)
+    _refuse_unless_the_file(url, status, headers)
+    length = headers.get("Content-Length", "")
+    if status < 300 and length.isdigit():
+        return int(length), headers.get("Last-Modified", "")
+    status, headers = _ask(url, timeout, "GET", {"Range": "bytes=0-0"})
+    _refuse_unless_the_file(url, status, headers)
+    match = re.fullmatch(r"bytes 0-0/(\d+)", headers.get("Content-Range", ""))
+    if status == 206 and match:
+        return int(match.group(1)), headers.get("Last-Modified", "")
+    raise SizeError(f"{url}: HTTP {status}, no size in HEAD or in a one-byte range answer")
 
 
-def _refuse_unless_the_file(url: str, response: requests.Response) -> None:
+def _refuse_unless_the_file(url: str, status: int, headers) -> None:
     """An answer a download would refuse (see :func:`.http.not_the_file`) says nothing of the file's size."""
-    if response.ok and (problem := not_the_file(response.headers)):
+    if status < 300 and (problem := not_the_file(headers)):
         raise SizeError(f"{url} {problem}")
 
 
@@ -64,7 +82,9 @@ def _is_pinned(row) -> bool:
     return bool(row.sha256) or row.unpacked_exact == "true"
 
 
-def refresh_sizes(table: pd.DataFrame, base_url: str, jobs: int = 8, clear_changed_pins: bool = False) -> Refresh:
+def refresh_sizes(
+    table: pd.DataFrame, base_url: str, jobs: int = 8, clear_changed_pins: bool = False, timeout: float = 30
+) -> Refresh:
     """``table`` with each file's exact size and Last-Modified from the server.
 
     A file whose exact size changed is no longer the file that was pinned:
@@ -73,10 +93,8 @@ def refresh_sizes(table: pd.DataFrame, base_url: str, jobs: int = 8, clear_chang
     the pins. No pin is cleared otherwise.
     """
     base_url = base_url if base_url.endswith("/") else base_url + "/"
-    with requests.Session() as session, ThreadPoolExecutor(jobs) as pool:
-        session.headers["User-Agent"] = USER_AGENT
-        session.headers["Accept-Encoding"] = "identity"
-        answers = list(pool.map(lambda path: remote_size(session, base_url + path), table.path))
+    with ThreadPoolExecutor(jobs) as pool:
+        answers = list(pool.map(lambda path: remote_size(base_url + path, timeout), table.path))
     result = Refresh(table.copy())
     refreshed = result.table
     for file_id, (size, modified) in zip(table.index, answers, strict=True):
@@ -101,6 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--jobs", type=int, default=8, help="requests at once (default: %(default)s)")
     parser.add_argument(
+        "--timeout", type=float, default=30, help="seconds for each answer, headers included (default: %(default)s)"
+    )
+    parser.add_argument(
         "--clear-changed-pins",
         action="store_true",
         help="for a pinned row whose size changed on the server: take the new size and clear its SHA-256 and "
@@ -109,8 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     table = load_table(args.table)
     try:
-        result = refresh_sizes(table, args.base_url, args.jobs, args.clear_changed_pins)
-    except (SizeError, requests.RequestException) as error:
+        result = refresh_sizes(table, args.base_url, args.jobs, args.clear_changed_pins, args.timeout)
+    except SizeError as error:
         sys.exit(f"no change to {args.table}: {error}")
     output = table_output(args.table, args.output)
     result.table.to_csv(output, index=False)
