@@ -233,19 +233,11 @@ def get_vega_request(wildcards):
 
 
 def get_crds_request(wildcards):
-    """What the job for one CRDS reference must do (see mirage_reffiles.sources.crds.fetch_reference)."""
+    """What the job for one CRDS reference must do (see mirage_reffiles.sources.crds.ReferenceRequest)."""
     if CATALOG.crds_plan is None:
         CATALOG.plan_crds(workflow.dryrun, retry_policy(config))
     row = CATALOG.rows.loc[wildcards.reference]
-    return {
-        "crds_path": CRDS_PATH,
-        "reference_url": CATALOG.crds_plan[0],
-        "name": row.file_id,
-        "instrument": row.instrument,
-        "size": int(row.size_bytes),
-        "sha1sum": row.sha1,
-        "policy": retry_policy(config),
-    }
+    return crds.request(row, CATALOG.crds_plan[0], retry_policy(config))
 
 
 def get_connection_cap(download_only):
@@ -327,7 +319,6 @@ def get_report_rows(wildcards):
 
 
 def get_report_selections(wildcards):
-    CATALOG.report_rows()
     return CATALOG.report_selections()
 
 

@@ -27,4 +27,4 @@ rule fetch_crds_reference:
     params:
         request=get_crds_request,
     run:
-        crds.fetch_reference_logged(log[0], **params.request)
+        fetch_logged(params.request, log[0], crds.fetch_reference)

@@ -241,5 +241,6 @@ class Catalog:
         return self.rows
 
     def report_selections(self) -> dict[str, list[str]]:
-        """The file ids of each group whose rows are known now."""
+        """The file ids of each group a report covers (the crds groups once a plan was made)."""
+        self.saved_crds_plan()
         return {name: list(selection.file_id) for name, selection in self.selections.items()}

@@ -28,7 +28,7 @@ import uuid
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -36,12 +36,13 @@ from mirage_reffiles.adapters.envfile import SERVERLESS_URL
 from mirage_reffiles.errors import FetchError, ServerUnreachable, TransientError, UsageError, VerifyError
 from mirage_reffiles.sources import rows
 from mirage_reffiles.transfer.clock import Clock
+from mirage_reffiles.transfer.fetch import twice_on_bad_bytes
 from mirage_reffiles.transfer.http import Expected, RetryPolicy, download
 from mirage_reffiles.transfer.partial import remove_partial
 from mirage_reffiles.transfer.progress import Progress
 from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.disk import exclusive, require_free_space, take_final_names, write_atomically
-from mirage_reffiles.tree.door import BOOKKEEPING, Lane, is_plain_name, open_file, writable
+from mirage_reffiles.tree.door import BOOKKEEPING, Lane, is_plain_name, writable
 
 OBSERVATORY = "jwst"
 #: Mirage's reference types (mirage/utils/constants.py: CRDS_FILE_TYPES).
@@ -266,26 +267,36 @@ def fetch_checked(url: str, final: Path, size: int, sha1sum: str, crds_path: Pat
     return final
 
 
-def fetch_reference(crds_path: Path, reference_url: str, name: str, instrument: str, size: int, sha1sum: str,
-                    policy: RetryPolicy | None = None, log: TextIO | None = None) -> Path:  # fmt: skip
+@dataclass
+class ReferenceRequest:
+    """One reference file to fetch, as a build job asks for it: what :func:`fetch_reference` does."""
+
+    mirage_data: Path  # the tree it goes to: the cache (the row's root), named as every request's tree is
+    reference_url: str  # where the server serves references
+    file_id: str  # the reference's name
+    instrument: str  # its folder in the cache
+    size: int  # as the server says
+    sha1sum: str  # as the server says
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    archive: str = ""  # kept as it is: names its partial download
+
+
+def request(row, reference_url: str, policy: RetryPolicy | None = None) -> ReferenceRequest:
+    """The request that fetches ``row`` (of :func:`as_rows`) from ``reference_url``."""
+    return ReferenceRequest(Path(row.root), reference_url, row.file_id, row.instrument, int(row.size_bytes), row.sha1,
+                            policy or RetryPolicy())  # fmt: skip
+
+
+def fetch_reference(request: ReferenceRequest, log: TextIO | None = None) -> Path:
     """Fetch one reference file into the cache, checked; once more from the start if its bytes were wrong."""
-    final = reference_path(crds_path, instrument, name)
-    try:
-        return fetch_checked(reference_url + name, final, size, sha1sum, crds_path, policy, log, shown=True)
-    except VerifyError as error:
-        print(f"{name}: {error}; fetching it once more from the start", file=log or sys.stderr, flush=True)
-        return fetch_checked(reference_url + name, final, size, sha1sum, crds_path, policy, log, shown=True)
+    final = reference_path(request.mirage_data, request.instrument, request.file_id)
+    url = request.reference_url + request.file_id
 
+    def once() -> Path:
+        return fetch_checked(url, final, request.size, request.sha1sum, request.mirage_data, request.policy, log,
+                             shown=True)  # fmt: skip
 
-def fetch_reference_logged(log_path: str | Path, **request) -> Path:
-    """:func:`fetch_reference` for a build job, its messages and any failure in ``log_path``."""
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open_file(Path(log_path), "w", buffering=1) as log:
-        try:
-            return fetch_reference(log=log, **request)
-        except FetchError as error:
-            print(f"{request['name']}: {error}", file=log, flush=True)
-            raise FetchError(f"{request['name']}: {error}") from None
+    return twice_on_bad_bytes(once, request.file_id, log)
 
 
 # --- The cache's mappings and config files ----------------------------------------------
