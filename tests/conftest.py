@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -78,6 +79,24 @@ def serving(root: Path, files: Mapping[str, bytes]) -> Iterator:
         (root / name).write_bytes(data)
     with serve(root) as server:
         yield server
+
+
+def dark_request(mirage_data: Path, urls: list[str], path: str, gz: bytes, **options):
+    """The request of one dark whose ``.gz`` (``gz``) every server of ``urls`` serves at ``path``:
+    the first is its source, the others its mirrors; ``options`` are more fields of the request."""
+    from mirage_reffiles.transfer.fetch import FetchRequest
+    from mirage_reffiles.transfer.http import Expected
+
+    return FetchRequest(
+        url=urls[0] + path,
+        mirrors=tuple(url + path for url in urls[1:]),
+        mirage_data=mirage_data,
+        file_id="dark",
+        archive="gz",
+        destination=path.removesuffix(".gz"),
+        expected=Expected(size=len(gz), sha256=hashlib.sha256(gz).hexdigest()),
+        **options,
+    )
 
 
 @pytest.fixture

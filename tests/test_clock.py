@@ -5,7 +5,6 @@ signals to their process group."""
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import os
 import signal
@@ -17,7 +16,7 @@ import time
 import pytest
 import yaml
 
-from conftest import REPO, fgs_raw_single
+from conftest import REPO, dark_request, fgs_raw_single
 from mirage_reffiles.adapters.settings import check_config
 from mirage_reffiles.errors import FetchError, Interrupted, UsageError
 from mirage_reffiles.sources import crds as crds_cache
@@ -25,8 +24,8 @@ from mirage_reffiles.testing.crds_server import serve_crds, write_context
 from mirage_reffiles.testing.mirror import synthetic_bytes
 from mirage_reffiles.testing.server import Fault, serve
 from mirage_reffiles.transfer import interrupt, segments
-from mirage_reffiles.transfer.fetch import FetchRequest, fetch
-from mirage_reffiles.transfer.http import Expected, RetryPolicy, download
+from mirage_reffiles.transfer.fetch import fetch
+from mirage_reffiles.transfer.http import RetryPolicy, download
 from mirage_reffiles.transfer.probe import PROBE_TIMEOUT, probe
 
 DARK = synthetic_bytes("clock", 3_000_000)
@@ -57,18 +56,8 @@ def site(root):
 
 
 def request(mirage_data, urls, policy=SHORT, connections=None, segment_size=segments.SEGMENT_SIZE):
-    return FetchRequest(
-        url=urls[0] + PATH,
-        mirrors=tuple(url + PATH for url in urls[1:]),
-        mirage_data=mirage_data,
-        file_id="dark",
-        archive="gz",
-        destination="nircam/darks/raw/A1/dark.fits",
-        expected=Expected(size=len(DARK_GZ), sha256=hashlib.sha256(DARK_GZ).hexdigest()),
-        policy=policy,
-        connections=connections,
-        segment_size=segment_size,
-    )
+    return dark_request(mirage_data, urls, PATH, DARK_GZ, policy=policy, connections=connections,
+                        segment_size=segment_size)  # fmt: skip
 
 
 # One deadline per request, headers included.

@@ -3,18 +3,17 @@ from two sources at once, a keep_archives tree (over HTTP or as a folder) as a s
 build whose primary refuses connections."""
 
 import gzip
-import hashlib
 import io
 import socket
 
 import pytest
 
-from conftest import expected_tree, fgs_raw_single, tree
+from conftest import dark_request, expected_tree, fgs_raw_single, tree
 from mirage_reffiles.testing.mirror import synthetic_bytes
 from mirage_reffiles.testing.server import serve
 from mirage_reffiles.transfer import segments
-from mirage_reffiles.transfer.fetch import FetchRequest, fetch
-from mirage_reffiles.transfer.http import Expected, RetryPolicy, as_base_urls
+from mirage_reffiles.transfer.fetch import fetch
+from mirage_reffiles.transfer.http import RetryPolicy, as_base_urls
 from mirage_reffiles.tree import layout
 from mirage_reffiles.tree.records import read_record
 
@@ -48,18 +47,7 @@ def closed_port_url():
 
 
 def request(mirage_data, urls, connections=None):
-    return FetchRequest(
-        url=urls[0] + PATH,
-        mirrors=tuple(url + PATH for url in urls[1:]),
-        mirage_data=mirage_data,
-        file_id="dark",
-        archive="gz",
-        destination=DEST,
-        expected=Expected(size=len(DARK_GZ), sha256=hashlib.sha256(DARK_GZ).hexdigest()),
-        policy=FAST,
-        connections=connections,
-        segment_size=SEGMENT,
-    )
+    return dark_request(mirage_data, urls, PATH, DARK_GZ, policy=FAST, connections=connections, segment_size=SEGMENT)
 
 
 def gets(server):
