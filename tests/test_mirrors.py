@@ -21,7 +21,6 @@ FAST = RetryPolicy(retries=2, backoff=0.01, connect_timeout=5, read_timeout=5)
 DARK = synthetic_bytes("mirrored", 6_000_000)
 DARK_GZ = gzip.compress(DARK, compresslevel=1, mtime=0)
 PATH = "nircam/darks/raw/A1/dark.fits.gz"
-DEST = "nircam/darks/raw/A1/dark.fits"
 SEGMENT = 256 << 10  # bytes of a segment in these tests
 
 
