@@ -197,16 +197,23 @@ def big_dark(mirror: Path, path: str, size: int) -> tuple[str, str]:
     return archive, content
 
 
-def one_dark(root: Path, size: int, rate: float, latency: float, baseline: Path | None = None) -> list[dict]:
-    """Case 1: one dark, this build (segments over the cap of 8) vs aria2c -x8 -s8 + pigz -d vs one curl | pigz -d."""
+def served_dark(root: Path, size: int, table_name: str):
+    """One NIRCam dark of ``size`` bytes unpacked in a mirror under ``root``, and a table of that row alone,
+    pinned to it: ``(row, mirror, served file, unpacked SHA-256, table CSV)``."""
     table = load_table(TABLE)
     row = table[(table.instrument == "nircam") & (table.dark_type == "linearized")].iloc[[0]].copy()
     mirror = root / f"mirror_{size}"
     archive, content = big_dark(mirror, row.path.iloc[0], size)
     served = mirror / row.path.iloc[0]
     row[["size_bytes", "size_exact", "sha256"]] = [str(served.stat().st_size), "true", archive]
-    table_csv = root / "one_dark.csv"
+    table_csv = root / table_name
     row.to_csv(table_csv, index=False)
+    return row, mirror, served, content, table_csv
+
+
+def one_dark(root: Path, size: int, rate: float, latency: float, baseline: Path | None = None) -> list[dict]:
+    """Case 1: one dark, this build (segments over the cap of 8) vs aria2c -x8 -s8 + pigz -d vs one curl | pigz -d."""
+    row, mirror, served, content, table_csv = served_dark(root, size, "one_dark.csv")
     destination = row.destination.iloc[0]
     results = []
     with serve(mirror, rate=rate, latency=latency) as server, serve(mirror, latency=latency) as uncapped:
@@ -401,14 +408,7 @@ BREAKDOWN = [
 def timeline(root: Path, size: int, rate: float, latency: float, checkout: Path, runs: int = 3) -> dict:
     """Case 4: one dark fetched by a build under bench/timeline.py, ``runs`` times: the median seconds of each
     phase of BREAKDOWN, and of the whole command. ``checkout`` is the project whose Snakefile and package run."""
-    table = load_table(TABLE)
-    row = table[(table.instrument == "nircam") & (table.dark_type == "linearized")].iloc[[0]].copy()
-    mirror = root / f"mirror_{size}"
-    archive, content = big_dark(mirror, row.path.iloc[0], size)
-    served = mirror / row.path.iloc[0]
-    row[["size_bytes", "size_exact", "sha256"]] = [str(served.stat().st_size), "true", archive]
-    table_csv = root / "timeline.csv"
-    row.to_csv(table_csv, index=False)
+    row, mirror, served, content, table_csv = served_dark(root, size, "timeline.csv")
     phases: dict[str, list[float]] = {}
     env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
     with serve(mirror, rate=rate, latency=latency) as server:
