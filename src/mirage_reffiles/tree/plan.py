@@ -208,7 +208,7 @@ def make_plan(name: str, rows: pd.DataFrame, keep_archives: bool = False) -> Pla
     by_device: dict[int, list[Path]] = {}
     for root in roots:
         by_device.setdefault(existing_ancestor(root).stat().st_dev, []).append(root)
-    free, short_of, shortfall = min((free_space(root) for root in roots), default=0), None, 0
+    free, short_of, shortfall = 0, None, 0  # the filesystem shortest of room: the first, until one is shorter
     for trees in by_device.values():
         need = needed_bytes(missing[missing.root.isin([str(root) for root in trees])], keep_archives)
         room = free_space(trees[0])
